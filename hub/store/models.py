@@ -1,0 +1,254 @@
+"""SQLAlchemy models: the database is the source of truth (DESIGN.md rule 1).
+
+Times are naive UTC everywhere in the store; the edges convert to an office's time zone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from hub.clock import utcnow
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets BIGINT where rows can be many.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class KeyValue(Base):
+    """Deployment-wide values every process must agree on (the signing key)."""
+
+    __tablename__ = "hub_kv"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Region(Base):
+    __tablename__ = "regions"
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(20))
+    parent_code: Mapped[str | None] = mapped_column(ForeignKey("regions.code"), index=True)
+    #: "36/36.73/36.73.serang/": a subtree is a prefix match.
+    path: Mapped[str] = mapped_column(String(400), index=True)
+
+
+class Office(Base):
+    __tablename__ = "offices"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Jakarta")
+    #: Published service numbers and apps: content to announce, never recipients.
+    profile: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Topic(Base):
+    __tablename__ = "topics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    office_id: Mapped[str] = mapped_column(ForeignKey("offices.id"), index=True)
+    service: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class Subscriber(Base):
+    """A person or a group (a kelurahan's chat); holds no name, no NIK, only a locale."""
+
+    __tablename__ = "subscribers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    locale: Mapped[str] = mapped_column(String(8), default="id")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Endpoint(Base):
+    __tablename__ = "endpoints"
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_endpoint_address"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(16), default="person")
+    #: Set for a kelurahan relay: the office it relays for.
+    relay_office_id: Mapped[str | None] = mapped_column(ForeignKey("offices.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    deactivated_reason: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("topic_id", "endpoint_id", name="uq_subscription"),
+        Index("ix_subscriptions_topic_state_endpoint", "topic_id", "state", "endpoint_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    #: pending -> confirmed -> unsubscribed (and back to pending on a new opt-in).
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Announcement(Base):
+    __tablename__ = "announcements"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    office_id: Mapped[str] = mapped_column(ForeignKey("offices.id"), index=True)
+    template: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    services: Mapped[list[Any]] = mapped_column(default=list)
+    #: Topic slugs and region codes as the author gave them.
+    targets: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime)
+    #: draft -> scheduled/published -> cancelled
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    publish_at: Mapped[datetime | None] = mapped_column(DateTime)
+    corrects_id: Mapped[int | None] = mapped_column(ForeignKey("announcements.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApplicantCase(Base):
+    __tablename__ = "applicant_cases"
+    __table_args__ = (UniqueConstraint("office_id", "reference", name="uq_case_reference"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    office_id: Mapped[str] = mapped_column(ForeignKey("offices.id"), index=True)
+    reference: Mapped[str] = mapped_column(String(64))
+    document: Mapped[str] = mapped_column(String(64))
+    pin_hash: Mapped[str] = mapped_column(String(128))
+    link_code: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(32), default="received")
+    locale: Mapped[str] = mapped_column(String(8), default="id")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CaseEndpoint(Base):
+    __tablename__ = "case_endpoints"
+    case_id: Mapped[int] = mapped_column(ForeignKey("applicant_cases.id", ondelete="CASCADE"), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True)
+
+
+class CaseUpdate(Base):
+    __tablename__ = "case_updates"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("applicant_cases.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Message(Base):
+    """One thing to say to an audience; rendered once per channel and locale before anything is sent."""
+
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: announcement | correction | applicant | confirmation | reply
+    kind: Mapped[str] = mapped_column(String(16))
+    lane: Mapped[str] = mapped_column(String(8), default="bulk")
+    office_id: Mapped[str | None] = mapped_column(ForeignKey("offices.id"), index=True)
+    announcement_id: Mapped[int | None] = mapped_column(ForeignKey("announcements.id"), index=True)
+    #: For a correction: the message whose recipients receive it.
+    corrects_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    #: scheduled -> planning -> planned; or cancelled
+    state: Mapped[str] = mapped_column(String(16), default="planning")
+    send_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    not_after: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Fan-out resumes after this endpoint id.
+    plan_cursor: Mapped[int] = mapped_column(BigId, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    planned_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Last progress of the fan-out; a planner silent for long is presumed dead and replaced.
+    plan_touched_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class MessageTopic(Base):
+    __tablename__ = "message_topics"
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), primary_key=True)
+
+
+class MessageEndpoint(Base):
+    """An explicit audience (an applicant's endpoints, a reply's chat)."""
+
+    __tablename__ = "message_endpoints"
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Rendering(Base):
+    __tablename__ = "renderings"
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    locale: Mapped[str] = mapped_column(String(8), primary_key=True)
+    subject: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    buttons: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class Delivery(Base):
+    """One per (message, endpoint); its state only moves forward (DESIGN.md rule 2)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("message_id", "endpoint_id", name="uq_delivery"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    lane: Mapped[str] = mapped_column(String(8), default="bulk")
+    #: queued | sending | retrying | sent | delivered | failed | gone | skipped
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    claim: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    provider_id: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(String(500))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    office_id: Mapped[str] = mapped_column(ForeignKey("offices.id"), index=True)
+    #: intake (applicant updates) or staff (announcements, subscribers)
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class IdempotentRequest(Base):
+    __tablename__ = "idempotent_requests"
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

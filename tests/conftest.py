@@ -1,0 +1,162 @@
+"""Fixtures for the real services: Redis, SQLite, PostgreSQL and an SMTP server, all on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+from aiosmtpd.controller import Controller
+
+from hub.context import Hub, build_hub
+from hub.regions import load, read_file
+from hub.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("HUB_TEST_REDIS", "redis://127.0.0.1:6379/15")
+PG_URL = os.environ.get("HUB_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+SAMPLE = ROOT / "data" / "offices.toml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SMTP: a real server (aiosmtpd) that keeps what it receives
+
+
+@dataclass
+class Mailbox:
+    messages: list[EmailMessage] = field(default_factory=list)
+    refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"].strip("<>") == address]
+
+
+class _Handler:
+    def __init__(self, box: Mailbox) -> None:
+        self.box = box
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address in self.box.refuse:
+            code, text = self.box.refuse[address]
+            return f"{code} {text}"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.box.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(_Handler(box), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield box, port
+    finally:
+        controller.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Redis and databases
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    client = redis_sync.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis_sync.ConnectionError:
+        pytest.fail(f"Redis is not running at {REDIS_URL}")
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """A fresh database: a SQLite file, or a PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", None
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield PG_URL, schema
+    asyncio.run(_drop_schema(schema))
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> tuple[str, str | None]:
+    return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", None
+
+
+async def _drop_schema(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def make_settings(db_url: str, redis_url: str, smtp_port: int | None = None, **queue: Any) -> Settings:
+    channels: dict[str, Any] = {}
+    if smtp_port is not None:
+        channels["email"] = {"enabled": True, "host": "127.0.0.1", "port": smtp_port, "start_tls": False,
+                             "sender": "Disdukcapil <no-reply@disdukcapil.example.go.id>", "pool_size": 4,
+                             "allow_test_domains": True}
+    return load_settings(
+        ROOT / "settings.toml",
+        database={"url": db_url},
+        redis={"url": redis_url, "embedded_fallback": False, "key_prefix": f"t{uuid.uuid4().hex[:8]}"},
+        hub={"public_url": "http://hub.test", "templates_dir": str(ROOT / "templates"), "secret_key": "test-key"},
+        queue={"lease_seconds": 5, "stale_after_seconds": 30, "poll_delay": 0.01, **queue},
+        channels=channels,
+    )
+
+
+async def start_hub(settings: Settings, schema: str | None = None, **kwargs: Any) -> Hub:
+    from hub.store.db import Database
+
+    db = Database(settings.database.url, schema=schema)
+    await db.migrate()
+    await db.dispose()
+    hub = await build_hub(settings, schema=schema, **kwargs)
+    await load(hub, read_file(SAMPLE))
+    return hub
+
+
+@pytest.fixture
+async def hub(database: tuple[str, str | None], redis_url: str, smtp: tuple[Mailbox, int]) -> AsyncIterator[Hub]:
+    url, schema = database
+    instance = await start_hub(make_settings(url, redis_url, smtp[1]), schema)
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@pytest.fixture
+def mailbox(smtp: tuple[Mailbox, int]) -> Mailbox:
+    return smtp[0]
