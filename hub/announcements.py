@@ -12,11 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 from sqlalchemy import func, select, update
 
+from channels.base import Content
 from hub import outbox
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.regions import offices_under
-from hub.render import RenderError
+from hub.render import UNSUBSCRIBE_MARK, RenderError
 from hub.store.models import Announcement, Endpoint, Message, MessageTopic, Office, Subscription, Topic
 
 DAY_KEYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -251,12 +252,11 @@ async def preview(hub: Hub, req: AnnouncementInput) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     for (channel, locale), rendered in renderings.items():
         entry = channels.setdefault(channel, {"recipients": counts.get(channel, 0), "renderings": {}})
-        from channels.base import Content
-
         facts = hub.channels[channel].describe(Content(text=rendered.text, html=rendered.html,
                                                        subject=rendered.subject))
-        entry["renderings"][locale] = {"subject": rendered.subject, "text": rendered.text,
-                                       "html": rendered.html, **facts}
+        entry["renderings"][locale] = {"subject": rendered.subject, **facts,
+                                       "text": rendered.text.replace(UNSUBSCRIBE_MARK, "<unsubscribe link>"),
+                                       "html": (rendered.html or "").replace(UNSUBSCRIBE_MARK, "#unsubscribe")}
     return {"office_id": draft.office_id, "topics": len(draft.topic_ids),
             "recipients": sum(counts.get(ch, 0) for ch in hub.channels), "channels": channels}
 

@@ -62,7 +62,8 @@ class Hub:
 
 async def build_hub(settings: Settings, *, with_redis: bool = True, schema: str | None = None,
                     extra_channels: dict[str, Channel] | None = None) -> Hub:
-    db = Database(settings.database.url, echo=settings.database.echo, schema=schema)
+    db = Database(settings.database.url, echo=settings.database.echo,
+                  schema=schema or settings.database.schema_name or None)
     secret = await db.secret_key(settings.hub.secret_key)
     hub = Hub(settings=settings, db=db, renderer=Renderer(settings.hub.templates_dir), secret=secret)
     hub.channels = load_channels(settings)

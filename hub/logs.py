@@ -20,7 +20,7 @@ def configure(level: str = "INFO", json_logs: bool = False) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level.upper(), format="%(message)s")
-    for noisy in ("arq", "httpx", "aiosqlite", "sqlalchemy.engine"):
+    for noisy in ("arq", "httpx", "aiosqlite", "sqlalchemy.engine", "alembic", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

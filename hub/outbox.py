@@ -502,14 +502,16 @@ async def messages_to_plan(hub: Hub) -> list[tuple[int, str, bool]]:
     stall = now - timedelta(seconds=hub.settings.queue.stale_after_seconds)
     table = Message.__table__
     async with hub.db.transaction() as session:
-        await session.execute(
+        # A schedule may have been moved earlier: its deferred job is then too late, so start a fresh one.
+        started = set((await session.execute(
             update(table).where(table.c.state == "scheduled", table.c.send_at <= now).values(state="planning")
-        )
+            .returning(table.c.id)
+        )).scalars())
         rows = (await session.execute(
             select(Message.id, Message.lane, Message.plan_touched_at, Message.send_at)
             .where(Message.state == "planning", Message.send_at <= now)
         )).all()
-    return [(r[0], r[1], max(r[2] or r[3], r[3]) < stall) for r in rows]
+    return [(r[0], r[1], r[0] in started or max(r[2] or r[3], r[3]) < stall) for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -567,13 +569,14 @@ async def cancel(hub: Hub, message_id: int, reason: str = "message cancelled") -
     return int(result.rowcount or 0)
 
 
-async def unfinished(hub: Hub) -> int:
-    """Deliveries due now or in flight, plus messages still being planned (for draining and progress)."""
+async def unfinished(hub: Hub, horizon: float = 0.0) -> int:
+    """Deliveries due within ``horizon`` seconds or in flight, plus messages still being planned."""
     now = utcnow()
+    soon = now + timedelta(seconds=horizon)
     async with hub.db.session() as session:
         deliveries_due = await session.scalar(
             select(func.count()).select_from(deliveries).where(
-                or_(and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= now),
+                or_(and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= soon),
                     deliveries.c.state == "sending")
             )
         )

@@ -29,6 +29,8 @@ class HubSection(BaseModel):
 
 class DatabaseSection(BaseModel):
     url: str = "sqlite+aiosqlite:///hub.db"
+    #: PostgreSQL only: keep the hub's tables in this schema (one database, several hubs or test runs).
+    schema_name: str = Field(default="", alias="schema")
     echo: bool = False
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -123,7 +124,7 @@ class _Recorder:
 
 
 async def _requeue_retries(hub: Hub, retry: list[tuple[int, datetime]]) -> None:
-    """One deferred job per second of due time, per lane and channel."""
+    """One deferred job per tenth of a second of due time, per lane and channel."""
     from sqlalchemy import select
 
     from hub.store.models import Delivery
@@ -135,10 +136,10 @@ async def _requeue_retries(hub: Hub, retry: list[tuple[int, datetime]]) -> None:
     due = dict(retry)
     groups: dict[tuple[str, str, int], list[int]] = defaultdict(list)
     for delivery_id, lane, channel in rows:
-        groups[(lane, channel, int(due[delivery_id].timestamp()) + 1)].append(delivery_id)
-    for (lane, channel, second), ids in groups.items():
-        at = datetime.fromtimestamp(second, tz=UTC).replace(tzinfo=None)
-        await hub.queue.send(lane, channel, ids, at=at)
+        tick = math.ceil(due[delivery_id].replace(tzinfo=UTC).timestamp() * 10)
+        groups[(lane, channel, tick)].append(delivery_id)
+    for (lane, channel, tick), ids in groups.items():
+        await hub.queue.send(lane, channel, ids, at=datetime.fromtimestamp(tick / 10, tz=UTC))
 
 
 async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
@@ -200,10 +201,11 @@ async def run_workers(hub: Hub) -> None:
     await asyncio.gather(*(w.main() for w in build_workers(hub)))
 
 
-async def drain(hub: Hub, *, on_progress: Callable[[int], Any] | None = None, idle_checks: int = 3) -> None:
+async def drain(hub: Hub, *, on_progress: Callable[[int], Any] | None = None, idle_checks: int = 3,
+                horizon: float = 5.0) -> None:
     """Run both lanes until nothing is due: no job due in Redis, none running, nothing due in the database.
 
-    Retries deferred into the future are left for a long-running worker.
+    Retries due within ``horizon`` seconds are waited for; later ones are left for a long-running worker.
     """
     workers = build_workers(hub, cron=False)
     tasks = [asyncio.create_task(w.main()) for w in workers]
@@ -218,7 +220,7 @@ async def drain(hub: Hub, *, on_progress: Callable[[int], Any] | None = None, id
             running = sum(1 for w in workers for t in w.tasks.values() if not t.done())
             now_ms = int(time.time() * 1000)
             due_jobs = sum([await hub.redis.zcount(w.queue_name, "-inf", now_ms) for w in workers])
-            unfinished = await outbox.unfinished(hub)
+            unfinished = await outbox.unfinished(hub, horizon)
             if on_progress:
                 on_progress(unfinished)
             idle = idle + 1 if not (running or due_jobs or unfinished) else 0

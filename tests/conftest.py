@@ -120,7 +120,8 @@ async def _drop_schema(schema: str) -> None:
         await conn.close()
 
 
-def make_settings(db_url: str, redis_url: str, smtp_port: int | None = None, **queue: Any) -> Settings:
+def make_settings(db_url: str, redis_url: str, smtp_port: int | None = None, schema: str | None = None,
+                  **queue: Any) -> Settings:
     channels: dict[str, Any] = {}
     if smtp_port is not None:
         channels["email"] = {"enabled": True, "host": "127.0.0.1", "port": smtp_port, "start_tls": False,
@@ -128,7 +129,7 @@ def make_settings(db_url: str, redis_url: str, smtp_port: int | None = None, **q
                              "allow_test_domains": True}
     return load_settings(
         ROOT / "settings.toml",
-        database={"url": db_url},
+        database={"url": db_url, "schema": schema or ""},
         redis={"url": redis_url, "embedded_fallback": False, "key_prefix": f"t{uuid.uuid4().hex[:8]}"},
         hub={"public_url": "http://hub.test", "templates_dir": str(ROOT / "templates"), "secret_key": "test-key"},
         queue={"lease_seconds": 5, "stale_after_seconds": 30, "poll_delay": 0.01, **queue},
@@ -136,13 +137,13 @@ def make_settings(db_url: str, redis_url: str, smtp_port: int | None = None, **q
     )
 
 
-async def start_hub(settings: Settings, schema: str | None = None, **kwargs: Any) -> Hub:
+async def start_hub(settings: Settings, **kwargs: Any) -> Hub:
     from hub.store.db import Database
 
-    db = Database(settings.database.url, schema=schema)
+    db = Database(settings.database.url, schema=settings.database.schema_name or None)
     await db.migrate()
     await db.dispose()
-    hub = await build_hub(settings, schema=schema, **kwargs)
+    hub = await build_hub(settings, **kwargs)
     await load(hub, read_file(SAMPLE))
     return hub
 
@@ -150,7 +151,7 @@ async def start_hub(settings: Settings, schema: str | None = None, **kwargs: Any
 @pytest.fixture
 async def hub(database: tuple[str, str | None], redis_url: str, smtp: tuple[Mailbox, int]) -> AsyncIterator[Hub]:
     url, schema = database
-    instance = await start_hub(make_settings(url, redis_url, smtp[1]), schema)
+    instance = await start_hub(make_settings(url, redis_url, smtp[1], schema))
     try:
         yield instance
     finally:

@@ -1,0 +1,334 @@
+"""The HTTP API (FastAPI): REST v1 for staff and intake systems, public subscription links, webhooks.
+
+OpenAPI lives at ``/docs``. Errors are JSON: ``{"error": "what is wrong"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from channels.base import WebhookRejected, WebhookRequest
+from hub import announcements, applicants, outbox, subscriptions
+from hub.api.deps import AnyKey, HubDep, IntakeKey, StaffKey, idempotent
+from hub.context import Hub
+from hub.inbound import handle_inbound
+from hub.privacy import mask
+from hub.regions import office_in_scope
+from hub.store.models import Announcement, Endpoint, Message, Subscription, Topic
+
+DOMAIN_ERRORS = (announcements.AnnouncementError, subscriptions.SubscriptionError, applicants.ApplicantError)
+
+
+def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if hub is not None:
+            app.state.hub = hub
+            yield
+            return
+        from hub.context import build_hub
+        from hub.settings import load_settings
+
+        built = await build_hub(load_settings(settings_path))
+        app.state.hub = built
+        try:
+            yield
+        finally:
+            await built.close()
+
+    app = FastAPI(
+        title="Disdukcapil notification hub",
+        version="1",
+        description="Announcements, applicant status updates and subscriptions for civil-registration offices.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        return JSONResponse({"error": f"{where}: {first['msg']}", "details": jsonable(exc.errors())},
+                            status_code=422)
+
+    for error in DOMAIN_ERRORS:
+        app.add_exception_handler(error, _domain_error)
+
+    _routes(app)
+    return app
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=422)
+
+
+def jsonable(errors: Any) -> Any:
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+
+
+class AnnouncementBody(announcements.AnnouncementInput):
+    action: Literal["draft", "publish"] = Field(
+        default="publish", description="draft: store only; publish: send now, or at publish_at")
+
+
+class CorrectionBody(announcements.AnnouncementInput):
+    pass
+
+
+class EmailSubscribe(BaseModel):
+    topic: str
+    email: str
+    locale: Literal["id", "en"] = "id"
+
+
+async def _staff_scope(hub: Hub, key: Any, office_id: str) -> None:
+    async with hub.db.session() as session:
+        if not await office_in_scope(session, key.office_id, office_id):
+            raise HTTPException(403, f"office {office_id} is outside this key's office")
+
+
+async def _announcement_scope(hub: Hub, key: Any, req: announcements.AnnouncementInput) -> None:
+    office_id, topic_ids = await announcements.resolve_topics(hub, req.topics, req.regions, req.services)
+    async with hub.db.session() as session:
+        offices = set((await session.execute(select(Topic.office_id).where(Topic.id.in_(topic_ids)))).scalars())
+    for office in offices | {office_id}:
+        await _staff_scope(hub, key, office)
+
+
+def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoints reads best
+    @app.get("/healthz", tags=["ops"])
+    async def health(hub: HubDep) -> dict[str, Any]:
+        async with hub.db.session() as session:
+            await session.execute(select(1))
+        redis_ok = bool(hub.redis and await hub.redis.ping())
+        return {"database": "ok", "redis": "ok" if redis_ok else "down", "channels": sorted(hub.channels)}
+
+    # -- announcements (staff) --------------------------------------------------------------------------
+
+    @app.post("/v1/announcements/preview", tags=["announcements"])
+    async def preview(body: announcements.AnnouncementInput, hub: HubDep, key: StaffKey) -> dict[str, Any]:
+        """Each channel's rendering per locale, with costs and recipient counts. Sends nothing."""
+        await _announcement_scope(hub, key, body)
+        return await announcements.preview(hub, body)
+
+    @app.post("/v1/announcements", status_code=201, tags=["announcements"])
+    async def create_announcement(body: AnnouncementBody, hub: HubDep, key: StaffKey,
+                                  idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        await _announcement_scope(hub, key, body)
+        req = announcements.AnnouncementInput(**body.model_dump(exclude={"action"}))
+
+        async def run() -> tuple[int, dict[str, Any]]:
+            ann, message = await announcements.create(hub, req, publish=body.action == "publish")
+            return 201, {"id": ann.id, "state": ann.state, "message_id": message.id if message else None}
+
+        return await idempotent(hub, key, idempotency_key, body.model_dump(mode="json"), run)
+
+    async def _own_announcement(hub: Hub, key: Any, announcement_id: int) -> Announcement:
+        async with hub.db.session() as session:
+            ann = await session.get(Announcement, announcement_id)
+        if ann is None:
+            raise HTTPException(404, f"announcement {announcement_id} not found")
+        await _staff_scope(hub, key, ann.office_id)
+        return ann
+
+    @app.get("/v1/announcements/{announcement_id}", tags=["announcements"])
+    async def get_announcement(announcement_id: int, hub: HubDep, key: StaffKey) -> dict[str, Any]:
+        ann = await _own_announcement(hub, key, announcement_id)
+        async with hub.db.session() as session:
+            message_ids = list((await session.execute(
+                select(Message.id).where(Message.announcement_id == announcement_id))).scalars())
+        return {"id": ann.id, "office_id": ann.office_id, "template": ann.template, "data": ann.data,
+                "state": ann.state, "targets": ann.targets, "services": ann.services,
+                "valid_from": ann.valid_from, "valid_until": ann.valid_until, "publish_at": ann.publish_at,
+                "messages": message_ids}
+
+    @app.post("/v1/announcements/{announcement_id}/publish", tags=["announcements"])
+    async def publish(announcement_id: int, hub: HubDep, key: StaffKey) -> dict[str, Any]:
+        await _own_announcement(hub, key, announcement_id)
+        message = await announcements.publish_announcement(hub, announcement_id)
+        return {"id": announcement_id, "message_id": message.id, "state": message.state}
+
+    @app.post("/v1/announcements/{announcement_id}/cancel", tags=["announcements"])
+    async def cancel(announcement_id: int, hub: HubDep, key: StaffKey) -> dict[str, Any]:
+        """Stop it: pending deliveries are skipped; what already went out stays out."""
+        await _own_announcement(hub, key, announcement_id)
+        skipped = await announcements.cancel(hub, announcement_id)
+        return {"id": announcement_id, "state": "cancelled", "skipped": skipped}
+
+    @app.post("/v1/announcements/{announcement_id}/corrections", status_code=201, tags=["announcements"])
+    async def correction(announcement_id: int, body: CorrectionBody, hub: HubDep, key: StaffKey) -> dict[str, Any]:
+        """A correction reaches exactly those who received the original."""
+        await _own_announcement(hub, key, announcement_id)
+        ann, message = await announcements.correct(hub, announcement_id, body)
+        return {"id": ann.id, "corrects": announcement_id, "message_id": message.id}
+
+    @app.get("/v1/messages/{message_id}", tags=["messages"])
+    async def message_status(message_id: int, hub: HubDep, key: AnyKey) -> dict[str, Any]:
+        """Counts per channel and delivery state."""
+        result = await outbox.status(hub, message_id)
+        if result is None:
+            raise HTTPException(404, f"message {message_id} not found")
+        if result["office_id"]:
+            await _staff_scope(hub, key, result["office_id"])
+        return result
+
+    @app.get("/v1/subscribers", tags=["subscribers"])
+    async def list_subscribers(hub: HubDep, key: StaffKey, topic: str | None = None, after: int = 0,
+                               limit: int = 100) -> dict[str, Any]:
+        """Subscriptions to this office's topics (and its subtree's), addresses masked."""
+        limit = max(1, min(limit, 1000))
+        async with hub.db.session() as session:
+            query = (
+                select(Subscription.id, Topic.slug, Topic.office_id, Subscription.state, Endpoint.channel,
+                       Endpoint.address, Endpoint.active)
+                .join(Topic, Topic.id == Subscription.topic_id).join(Endpoint, Endpoint.id == Subscription.endpoint_id)
+                .where(Subscription.id > after).order_by(Subscription.id)
+            )
+            if topic:
+                query = query.where(Topic.slug == topic)
+            out = []
+            scope: dict[str, bool] = {}
+            for row in (await session.execute(query.limit(limit * 4))).all():
+                if row.office_id not in scope:
+                    scope[row.office_id] = await office_in_scope(session, key.office_id, row.office_id)
+                if scope[row.office_id]:
+                    out.append({"id": row.id, "topic": row.slug, "state": row.state, "channel": row.channel,
+                                "address": mask(row.address), "active": row.active})
+                if len(out) == limit:
+                    break
+        return {"items": out, "next_after": out[-1]["id"] if len(out) == limit else None}
+
+    # -- applicants (intake systems) --------------------------------------------------------------------
+
+    @app.post("/v1/applicants", status_code=201, tags=["applicants"])
+    async def open_case(body: applicants.CaseInput, hub: HubDep, key: IntakeKey,
+                        idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        """Open a case; returns the PIN and deep-link code to print on the applicant's receipt."""
+
+        async def run() -> tuple[int, dict[str, Any]]:
+            case = await applicants.open_case(hub, key.office_id, body)
+            links = {name: link for name, conf in hub.settings.enabled_channels().items()
+                     if (link := _deep_link(name, conf, case.link_code))}
+            return 201, {"reference": case.reference, "pin": case.pin, "link_code": case.link_code,
+                         "links": links}
+
+        return await idempotent(hub, key, idempotency_key, body.model_dump(mode="json"), run)
+
+    @app.post("/v1/applicants/{reference}/updates", status_code=202, tags=["applicants"])
+    async def case_update(reference: str, body: applicants.UpdateInput, hub: HubDep, key: IntakeKey,
+                          idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        """Record a status change; it goes to every endpoint linked to the case on the urgent lane."""
+
+        async def run() -> tuple[int, dict[str, Any]]:
+            message_id = await applicants.post_update(hub, key.office_id, reference, body)
+            return 202, {"reference": reference, "status": body.status, "message_id": message_id}
+
+        return await idempotent(hub, key, idempotency_key, {"ref": reference, **body.model_dump(mode="json")}, run)
+
+    # -- citizens: subscribe, confirm, unsubscribe --------------------------------------------------------
+
+    @app.post("/v1/subscriptions/email", status_code=202, tags=["subscriptions"])
+    async def subscribe_email(body: EmailSubscribe, hub: HubDep) -> dict[str, Any]:
+        """Start a double opt-in: the address receives a confirmation link; nothing else until confirmed."""
+        result = await subscriptions.subscribe(hub, body.topic, "email", body.email, locale=body.locale)
+        return {"state": result.state, "message": _say(body.locale, "check_inbox")}
+
+    @app.get("/v1/confirm/{token}", response_class=HTMLResponse, tags=["subscriptions"])
+    async def confirm(token: str, hub: HubDep) -> HTMLResponse:
+        try:
+            await subscriptions.confirm(hub, token)
+        except subscriptions.SubscriptionError:
+            return _page(_say("id", "bad_link"), status=400)
+        return _page(_say("id", "confirmed"))
+
+    @app.get("/v1/unsubscribe/{token}", response_class=HTMLResponse, tags=["subscriptions"])
+    async def unsubscribe_page(token: str) -> HTMLResponse:
+        """A page with one button: link scanners that follow GET links unsubscribe no one."""
+        return _page(f'<form method="post"><p>{_say("id", "unsubscribe_q")}</p>'
+                     f'<button type="submit">{_say("id", "unsubscribe_btn")}</button></form>')
+
+    @app.post("/v1/unsubscribe/{token}", response_class=HTMLResponse, tags=["subscriptions"])
+    async def unsubscribe(token: str, hub: HubDep) -> HTMLResponse:
+        """RFC 8058 one-click unsubscribe (``List-Unsubscribe=One-Click``), honoured at once."""
+        try:
+            await subscriptions.unsubscribe_link(hub, token)
+        except subscriptions.SubscriptionError:
+            return _page(_say("id", "bad_link"), status=400)
+        return _page(_say("id", "unsubscribed"))
+
+    # -- channel webhooks ---------------------------------------------------------------------------------
+
+    @app.post("/v1/channels/{channel}/webhook", tags=["channels"])
+    @app.get("/v1/channels/{channel}/webhook", tags=["channels"], include_in_schema=False)
+    async def webhook(channel: str, request: Request, hub: HubDep) -> Response:
+        if channel not in hub.channels:
+            raise HTTPException(404, f"channel {channel!r} is not enabled")
+        incoming = WebhookRequest(headers=dict(request.headers), query=dict(request.query_params),
+                                  body=await request.body())
+        try:
+            records, reply = await hub.channel(channel).handle_webhook(incoming)
+        except WebhookRejected as exc:
+            raise HTTPException(403, str(exc) or "webhook not authentic") from None
+        except NotImplementedError as exc:
+            raise HTTPException(404, str(exc)) from None
+        for record in records:
+            await handle_inbound(hub, record)
+        return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
+
+    @app.get("/v1/stats", tags=["ops"])
+    async def stats(hub: HubDep, key: StaffKey) -> dict[str, Any]:
+        async with hub.db.session() as session:
+            rows = await session.execute(select(Endpoint.channel, func.count()).where(Endpoint.active)
+                                         .group_by(Endpoint.channel))
+        return {"active_endpoints": dict(rows.all())}
+
+
+def _deep_link(channel: str, conf: dict[str, Any], code: str) -> str | None:
+    if channel == "telegram" and conf.get("username"):
+        return f"https://t.me/{conf['username']}?start={code}"
+    if channel == "sms" and conf.get("number"):
+        return f"sms:{conf['number']}?body=LACAK%20{code}"
+    return None
+
+
+_TEXT = {
+    "id": {
+        "check_inbox": "Periksa kotak masuk Anda dan buka tautan konfirmasi.",
+        "confirmed": "Terima kasih. Langganan Anda sudah dikonfirmasi.",
+        "unsubscribed": "Anda sudah berhenti berlangganan. Anda tidak akan menerima pesan lagi dari topik ini.",
+        "unsubscribe_q": "Berhenti berlangganan informasi ini?",
+        "unsubscribe_btn": "Ya, berhenti berlangganan",
+        "bad_link": "Tautan ini tidak valid atau sudah tidak berlaku.",
+    },
+    "en": {
+        "check_inbox": "Check your inbox and open the confirmation link.",
+        "confirmed": "Thank you. Your subscription is confirmed.",
+        "unsubscribed": "You have unsubscribed and will receive no more messages on this topic.",
+        "unsubscribe_q": "Unsubscribe from these updates?",
+        "unsubscribe_btn": "Yes, unsubscribe",
+        "bad_link": "This link is not valid or has expired.",
+    },
+}
+
+
+def _say(locale: str, key: str) -> str:
+    return _TEXT.get(locale, _TEXT["id"])[key]
+
+
+def _page(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        f'<!DOCTYPE html><html lang="id"><head><meta charset="utf-8"><title>Disdukcapil</title></head>'
+        f'<body style="font-family: Arial, sans-serif; max-width: 560px; margin: 40px auto;">{body}</body></html>',
+        status_code=status,
+    )

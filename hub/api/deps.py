@@ -1,0 +1,79 @@
+"""Request plumbing: the hub instance, API-key auth, idempotency, error bodies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, select
+
+from hub.clock import utcnow
+from hub.context import Hub
+from hub.keys import authenticate
+from hub.store.models import ApiKey, IdempotentRequest
+
+
+def get_hub(request: Request) -> Hub:
+    return request.app.state.hub
+
+
+HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+async def api_key(
+    hub: HubDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> ApiKey:
+    presented = x_api_key or (authorization[7:] if authorization and authorization.startswith("Bearer ") else None)
+    if not presented:
+        raise HTTPException(401, "missing API key (header 'Authorization: Bearer <key>' or 'X-API-Key')")
+    key = await authenticate(hub, presented)
+    if key is None:
+        raise HTTPException(401, "API key not recognised or revoked")
+    return key
+
+
+def role(*allowed: str) -> Callable[[ApiKey], Awaitable[ApiKey]]:
+    async def check(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
+        if key.role not in allowed:
+            raise HTTPException(403, f"this endpoint needs a key with role {' or '.join(allowed)}, not {key.role}")
+        return key
+
+    return check
+
+
+StaffKey = Annotated[ApiKey, Depends(role("staff"))]
+IntakeKey = Annotated[ApiKey, Depends(role("intake"))]
+AnyKey = Annotated[ApiKey, Depends(api_key)]
+
+
+async def idempotent(hub: Hub, key: ApiKey, idempotency_key: str | None, body: Any,
+                     run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]) -> JSONResponse:
+    """Run once per (API key, Idempotency-Key); a repeat gets the first answer, a changed body a 422."""
+    if not idempotency_key:
+        status, payload = await run()
+        return JSONResponse(payload, status_code=status)
+    if len(idempotency_key) > 200:
+        raise HTTPException(422, "Idempotency-Key is longer than 200 characters")
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    ttl = timedelta(hours=hub.settings.api.idempotency_ttl_hours)
+    async with hub.db.transaction() as session:
+        await session.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < utcnow() - ttl))
+        seen = await session.scalar(select(IdempotentRequest).where(
+            IdempotentRequest.api_key_id == key.id, IdempotentRequest.key == idempotency_key))
+    if seen is not None:
+        if seen.request_hash != digest:
+            raise HTTPException(422, "Idempotency-Key was already used with a different request body")
+        return JSONResponse(seen.response, status_code=seen.status_code, headers={"Idempotent-Replayed": "true"})
+    status, payload = await run()
+    if status < 500:
+        async with hub.db.transaction() as session:
+            session.add(IdempotentRequest(api_key_id=key.id, key=idempotency_key, request_hash=digest,
+                                          status_code=status, response=payload))
+    return JSONResponse(payload, status_code=status)
