@@ -194,6 +194,13 @@ class Channel(ABC):
     name: ClassVar[str]
     #: Largest batch the hub should hand to ``send`` at once.
     batch_size: ClassVar[int] = 100
+    #: Whether ``Content.buttons`` are shown; otherwise the hub spells choices out in the text.
+    supports_buttons: ClassVar[bool] = False
+    #: Whether the bot may open a private conversation with a person (Matrix can; Telegram cannot).
+    initiates_direct: ClassVar[bool] = False
+    #: The hub opens one instance per lane, so urgent sends never queue for connections bulk sends hold.
+    #: An adapter whose session must be unique per process (a Matrix device) sets this to False.
+    instance_per_lane: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod

@@ -80,7 +80,8 @@ class EmailChannel(Channel):
                                     test_environment=self.allow_test_domains)
         except EmailNotValidError as exc:
             raise InvalidAddress(f"invalid email address: {exc}") from exc
-        return result.normalized
+        # Local parts are case-sensitive in theory and never in practice: one mailbox, one endpoint.
+        return result.normalized.lower()
 
     def mask_address(self, address: str) -> str:
         local, _, domain = address.partition("@")

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from channels.base import Content
 from hub import outbox
-from hub.clock import utcnow
+from hub.clock import to_utc, utcnow
 from hub.context import Hub
 from hub.regions import offices_under
 from hub.render import UNSUBSCRIBE_MARK, RenderError
@@ -113,6 +113,8 @@ def validate_data(template: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 class AnnouncementInput(BaseModel):
+    """Times carry an offset (``2020-03-23T08:00+07:00``); without one they are read as WIB."""
+
     template: str
     data: dict[str, Any] = {}
     topics: list[str] = []
@@ -121,6 +123,11 @@ class AnnouncementInput(BaseModel):
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     publish_at: datetime | None = None
+
+    @field_validator("valid_from", "valid_until", "publish_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return to_utc(value) if value is not None else None
 
 
 async def resolve_topics(hub: Hub, topics: list[str], regions: list[str], services: list[str]) -> tuple[str, list[int]]:

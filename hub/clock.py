@@ -22,10 +22,10 @@ def to_local(value: datetime, tz: str) -> datetime:
 
 
 def parse_when(text: str, default_tz: str = "Asia/Jakarta") -> datetime:
-    """Parse ``2020-03-23``, ``2020-03-23 08:00`` or ISO 8601 with offset; returns naive UTC."""
+    """Parse ``2020-03-23``, ``2020-03-23 08:00`` or ISO 8601 with offset; returns an aware UTC time."""
     text = text.strip()
     try:
         value = datetime.fromisoformat(text.replace(" ", "T", 1) if " " in text else text)
     except ValueError as exc:
         raise ValueError(f"cannot read {text!r} as a date or time (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from exc
-    return to_utc(value, default_tz)
+    return to_utc(value, default_tz).replace(tzinfo=UTC)

@@ -23,7 +23,9 @@ class Hub:
     secret: bytes
     redis: ArqRedis | None = None
     channels: dict[str, Channel] = field(default_factory=dict)
-    _opened: set[str] = field(default_factory=set)
+    #: Urgent-lane instances of the channels that want one (see ``Channel.instance_per_lane``).
+    urgent_channels: dict[str, Channel] = field(default_factory=dict)
+    _opened: list[Channel] = field(default_factory=list)
 
     @property
     def queue(self) -> queue_mod.Queue:
@@ -44,16 +46,22 @@ class Hub:
             enabled = ", ".join(sorted(self.channels)) or "none"
             raise ValueError(f"channel {name!r} is not enabled (enabled: {enabled})") from None
 
-    async def open_channel(self, name: str) -> Channel:
+    async def open_channel(self, name: str, lane: str = "bulk") -> Channel:
+        """The opened adapter for a lane: the urgent lane has its own connections where it can."""
         channel = self.channel(name)
-        if name not in self._opened:
+        if lane == "urgent" and type(channel).instance_per_lane and name in self.settings.enabled_channels():
+            if name not in self.urgent_channels:
+                conf = self.settings.enabled_channels()[name]
+                self.urgent_channels[name] = type(channel).from_settings(conf, public_url=self.settings.hub.public_url)
+            channel = self.urgent_channels[name]
+        if not any(c is channel for c in self._opened):
             await channel.open()
-            self._opened.add(name)
+            self._opened.append(channel)
         return channel
 
     async def close(self) -> None:
-        for name in list(self._opened):
-            await self.channels[name].close()
+        for channel in self._opened:
+            await channel.close()
         self._opened.clear()
         if self.redis is not None:
             await self.redis.aclose()

@@ -44,7 +44,7 @@ async def plan_message(ctx: dict[str, Any], message_id: int) -> int:
 
 async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[int]) -> dict[str, int]:
     hub: Hub = ctx["hub"]
-    channel = await hub.open_channel(channel_name)
+    channel = await hub.open_channel(channel_name, ctx.get("lane", "bulk"))
     claimed = await outbox.claim(hub, delivery_ids)
     if not claimed.items:
         return {"claimed": 0, "skipped": claimed.skipped}
@@ -186,7 +186,7 @@ def build_workers(hub: Hub, *, cron: bool = True, lanes: tuple[str, ...] = ("urg
                 max_jobs=q.urgent_jobs if lane == "urgent" else q.bulk_jobs,
                 poll_delay=q.poll_delay,
                 handle_signals=False,
-                ctx={"hub": hub},
+                ctx={"hub": hub, "lane": lane},
                 keep_result=0,
                 job_timeout=JOB_TIMEOUT,
                 max_tries=1000,

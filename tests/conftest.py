@@ -42,6 +42,8 @@ def free_port() -> int:
 class Mailbox:
     messages: list[EmailMessage] = field(default_factory=list)
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: Seconds the server takes per message, so a broadcast is still draining when a test strikes.
+    delay: float = 0.0
 
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"].strip("<>") == address]
@@ -59,6 +61,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.box.delay:
+            await asyncio.sleep(self.box.delay)
         self.box.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 Message accepted for delivery"
 

@@ -50,6 +50,8 @@ def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> F
         description="Announcements, applicant status updates and subscriptions for civil-registration offices.",
         lifespan=lifespan,
     )
+    if hub is not None:  # also without a lifespan run (ASGI test transports)
+        app.state.hub = hub
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

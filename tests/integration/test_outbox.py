@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -145,7 +145,7 @@ async def test_cancel_skips_everything_still_pending(shub):
 
 async def test_nothing_goes_out_after_valid_until(shub):
     await _subscribe(shub, ["late"])
-    _, message = await _announce(shub, valid_until=utcnow() + timedelta(seconds=1))
+    _, message = await _announce(shub, valid_until=datetime.now(UTC) + timedelta(seconds=1))
     await plan_message({"hub": shub}, message.id)
     async with shub.db.transaction() as session:  # time passes before a worker gets to it
         m = await session.get(type(message), message.id)
@@ -157,7 +157,7 @@ async def test_nothing_goes_out_after_valid_until(shub):
 
 async def test_scheduled_message_waits_for_its_time(shub):
     await _subscribe(shub, ["x"])
-    ann, message = await _announce(shub, publish_at=utcnow() + timedelta(hours=1))
+    ann, message = await _announce(shub, publish_at=datetime.now(UTC) + timedelta(hours=1))
     assert ann.state == "scheduled" and message.state == "scheduled"
     await drain(shub)
     assert shub.scripted.sent == []
@@ -209,7 +209,7 @@ async def test_bad_input_creates_nothing(shub):
          "hours for 'monday' must look like 08:00-11:00"),
         ({"template": "link", "topics": ["kota-serang"], "data": {"link_name": "E-pusda"}}, "data for template 'link'"),
         ({"template": "free_text", "topics": ["kota-serang"], "data": {"title": "a", "text": "b"},
-          "valid_from": utcnow() + timedelta(days=2), "valid_until": utcnow() + timedelta(days=1)},
+          "valid_from": datetime.now(UTC) + timedelta(days=2), "valid_until": datetime.now(UTC) + timedelta(days=1)},
          "valid-until must be after valid-from"),
     ]
     for fields, expected in bad:

@@ -52,9 +52,9 @@ def telegram_conf(fake: FakeTelegram, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def telegram_settings(db_url: str, redis_url: str, fake: FakeTelegram, *, queue: dict[str, Any] | None = None,
-                      **telegram: Any) -> Settings:
-    settings = make_settings(db_url, redis_url, **(queue or {}))
+def telegram_settings(db_url: str, redis_url: str, fake: FakeTelegram, schema: str | None = None, *,
+                      queue: dict[str, Any] | None = None, **telegram: Any) -> Settings:
+    settings = make_settings(db_url, redis_url, None, schema, **(queue or {}))
     settings.channels = {"telegram": telegram_conf(fake, **telegram)}
     return settings
 
@@ -76,7 +76,7 @@ def fake() -> Iterator[FakeTelegram]:
 async def tg_hub(database: tuple[str, str | None], redis_url: str, fake: FakeTelegram) -> AsyncIterator[Hub]:
     """A hub on SQLite and on PostgreSQL (the ``database`` fixture's two params)."""
     url, schema = database
-    instance = await start_hub(telegram_settings(url, redis_url, fake), schema)
+    instance = await start_hub(telegram_settings(url, redis_url, fake, schema))
     try:
         yield instance
     finally:
@@ -84,11 +84,10 @@ async def tg_hub(database: tuple[str, str | None], redis_url: str, fake: FakeTel
 
 
 @pytest.fixture
-async def sqlite_hub(sqlite_database: tuple[str, str | None], redis_url: str,
-                     fake: FakeTelegram) -> AsyncIterator[Hub]:
-    """A hub on a SQLite file, which worker subprocesses can open too."""
-    url, _ = sqlite_database
-    instance = await start_hub(telegram_settings(url, redis_url, fake, queue={"batch_size": 25}))
+async def worker_hub(database: tuple[str, str | None], redis_url: str, fake: FakeTelegram) -> AsyncIterator[Hub]:
+    """The same, with small send batches so that worker processes share a broadcast between them."""
+    url, schema = database
+    instance = await start_hub(telegram_settings(url, redis_url, fake, schema, queue={"batch_size": 25}))
     try:
         yield instance
     finally:
@@ -133,9 +132,8 @@ class Chat:
 
 @pytest.fixture
 async def bot(tg_hub: Hub, fake: FakeTelegram) -> AsyncIterator[Chat]:
-    app = create_app(tg_hub)
-    app.state.hub = tg_hub  # what the lifespan would set; the ASGI transport runs no lifespan
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
+    transport = httpx.ASGITransport(app=create_app(tg_hub))
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
         yield Chat(tg_hub, fake, client)
 
 
@@ -159,8 +157,9 @@ def write_settings(settings: Settings, path: Path, *, log_level: str = "WARNING"
     """The settings a worker subprocess needs, as a settings.toml of its own."""
     sections: dict[str, dict[str, Any]] = {
         "hub": settings.hub.model_dump(),
-        "database": {"url": settings.database.url},
-        "redis": {"url": settings.redis.url, "embedded_fallback": False, "key_prefix": settings.redis.key_prefix},
+        "database": {"url": settings.database.url, "schema": settings.database.schema_name},
+        "redis": {"url": settings.redis.url, "embedded_fallback": False,
+                  "key_prefix": settings.redis.key_prefix},
         "queue": settings.queue.model_dump(),
         "log": {"level": log_level},
     }
@@ -183,7 +182,8 @@ class Workers:
         """Fail at once, with the worker's output, if a worker died."""
         for proc, log in zip(self.procs, self.logs, strict=True):
             if proc.poll() is not None:
-                raise AssertionError(f"worker {proc.pid} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                tail = log.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"worker {proc.pid} exited with {proc.returncode}:\n{tail}")
 
     def output(self) -> str:
         return "\n".join(log.read_text(errors="replace") for log in self.logs)
@@ -221,9 +221,9 @@ def stop_workers(workers: Workers) -> None:
 
 
 @pytest.fixture
-def workers(sqlite_hub: Hub, tmp_path: Path) -> Iterator[Workers]:
-    """Two ``hub worker`` processes sharing the test's database file, Redis prefix and fake Bot API."""
-    running = start_workers(sqlite_hub.settings, tmp_path)
+def workers(worker_hub: Hub, tmp_path: Path) -> Iterator[Workers]:
+    """Two ``hub worker`` processes sharing the test's database, Redis prefix and fake Bot API."""
+    running = start_workers(worker_hub.settings, tmp_path)
     try:
         yield running
     finally:

@@ -27,9 +27,9 @@ _PART = re.compile(r"^\((\d+)/(\d+)\) ")
 
 
 async def test_broadcast_through_two_worker_processes(
-    sqlite_hub: Hub, fake: FakeTelegram, workers: Workers
+    worker_hub: Hub, fake: FakeTelegram, workers: Workers
 ) -> None:
-    hub = sqlite_hub
+    hub = worker_hub
     assert len(LONG_EN) > 4096 * 2
     for user in PEOPLE:
         if user == BLOCKED:
@@ -60,6 +60,9 @@ async def test_broadcast_through_two_worker_processes(
     if os.environ.get("TGDEBUG"):
         ats = sorted(m.at for m in fake.messages())
         print("\nsends", len(ats), "span", ats[-1] - ats[0], "rate", (len(ats) - 1) / (ats[-1] - ats[0]))
+        import collections
+        t0 = ats[0]
+        print(sorted(collections.Counter(int(a - t0) for a in ats).items()))
         print(workers.output()[-2000:])
 
     # Every chat got the message exactly once; English chats got every part, numbered and in order.
