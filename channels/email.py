@@ -184,7 +184,6 @@ class EmailChannel(Channel):
         # Derived from the delivery: a resend after a crash carries the same id, which mailboxes dedupe.
         digest = hashlib.sha256(f"{item.delivery_id}:{item.address}".encode()).hexdigest()[:16]
         message["Message-ID"] = f"<d{item.delivery_id}.{digest}@{self.domain}>"
-        message["Content-Language"] = content.locale
         message["Auto-Submitted"] = "auto-generated"
         if item.unsubscribe_url:
             message["List-Unsubscribe"] = f"<{item.unsubscribe_url}>"
@@ -192,6 +191,7 @@ class EmailChannel(Channel):
         message.set_content(content.text)
         page = content.html or f"<div style=\"white-space: pre-line\">{html_lib.escape(content.text)}</div>"
         message.add_alternative(page, subtype="html")
+        message["Content-Language"] = content.locale  # after set_content, which clears Content-* headers
         return message
 
 

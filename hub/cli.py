@@ -37,8 +37,8 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(keys_app, name="keys")
 app.add_typer(relays_app, name="relays")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 USER_ERRORS = (

@@ -453,13 +453,13 @@ async def _office_for(convo: Conversation, args: list[str], cmd: str) -> Office 
             Endpoint.channel == convo.record.channel,
             Endpoint.address == (convo.record.sender if convo.private else convo.record.address)))
         if sender is not None:
+            # Distinct ids, not rows: PostgreSQL cannot compare the JSON profile column for DISTINCT.
             subscribed = (await session.execute(
-                select(Office).join(Topic, Topic.office_id == Office.id)
-                .join(Subscription, Subscription.topic_id == Topic.id)
+                select(Topic.office_id).join(Subscription, Subscription.topic_id == Topic.id)
                 .where(Subscription.endpoint_id == sender, Subscription.state == "confirmed").distinct()
             )).scalars().all()
             if len(subscribed) == 1:
-                return subscribed[0]
+                return await session.get(Office, subscribed[0])
         if len(offices) == 1:
             return offices[0]
     await convo.reply(convo.t("which_office", cmd=cmd, example=offices[0].id if offices else "kota-serang",

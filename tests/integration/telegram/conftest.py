@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,13 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as redis_sync
 
 from hub import outbox
 from hub.api.app import create_app
 from hub.context import Hub
 from hub.settings import Settings
 from hub.worker import drain
-from tests.conftest import ROOT, make_settings, start_hub
+from tests.conftest import REDIS_URL, ROOT, free_port, make_settings, start_hub
 from tests.fakes.telegram_api import FakeTelegram
 
 WEBHOOK_SECRET = "rahasia_webhook-123"
@@ -60,6 +62,64 @@ def telegram_settings(db_url: str, redis_url: str, fake: FakeTelegram, schema: s
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Redis: a private server for these tests
+
+
+@pytest.fixture(scope="session")
+def _private_redis() -> Iterator[str]:
+    """A redis-server of our own on a free loopback port, when the binary is there.
+
+    The shared Redis' db 15 is flushed by every other test that uses ``tests/conftest.py``'s ``redis_url``;
+    when several suites run at once (CI shards, several developers on one box) that wipes the queue, the
+    shared rate limits and the /lacak guess counters in the middle of these tests. Set
+    ``HUB_TEST_TELEGRAM_SHARED_REDIS=1`` to use the shared one anyway.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None or os.environ.get("HUB_TEST_TELEGRAM_SHARED_REDIS"):
+        yield REDIS_URL
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/15"
+        client = redis_sync.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis_sync.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(_private_redis: str) -> Iterator[str]:
+    """Overrides the suite's ``redis_url`` for these tests: db 15 of the private server, emptied around
+    each test (every hub here also has a unique key prefix)."""
+    client = redis_sync.Redis.from_url(_private_redis)
+    client.flushdb()
+    try:
+        yield _private_redis
+    finally:
+        client.flushdb()
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The fake Bot API and the hub
 
 
@@ -74,9 +134,16 @@ def fake() -> Iterator[FakeTelegram]:
 
 @pytest.fixture
 async def tg_hub(database: tuple[str, str | None], redis_url: str, fake: FakeTelegram) -> AsyncIterator[Hub]:
-    """A hub on SQLite and on PostgreSQL (the ``database`` fixture's two params)."""
+    """A hub on SQLite and on PostgreSQL (the ``database`` fixture's two params), for conversations.
+
+    What the bot says is the point here, so the fake and the hub allow a chat 20 and 10 messages a second
+    instead of one (a group: 20 and 10 instead of one per 3 s): a dozen answers to one chat then take no
+    dozen seconds. The real limits are proven in test_pacing.py and test_broadcast.py.
+    """
     url, schema = database
-    instance = await start_hub(telegram_settings(url, redis_url, fake, schema))
+    fake.set_limits(per_chat_per_second=20, group_per_minute=1200)
+    instance = await start_hub(telegram_settings(url, redis_url, fake, schema, per_chat_per_second=10,
+                                                 group_per_minute=600))
     try:
         yield instance
     finally:

@@ -1,0 +1,899 @@
+"""A loopback Telegram Bot API server for tests, faithful to Telegram's documented limits and errors.
+
+It runs aiohttp in a background thread, so sync and async tests (and workers in other processes) can
+all talk to it; every method that touches state takes a lock. Point PTB at it with
+``Bot(fake.token, base_url=fake.base_url)``.
+
+Typical use::
+
+    fake = FakeTelegram().start()
+    fake.add_private(1001)
+    fake.add_blocked(1002)
+    ...                                  # send with the adapter, base_url=fake.base_url
+    assert [m.text for m in fake.messages(1001)] == ["halo"]
+    assert fake.too_many_requests == 0
+    fake.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import math
+import re
+import socket
+import threading
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+MAX_TEXT = 4096
+SUPPORTED_TAGS = {
+    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "tg-emoji",
+    "code", "pre", "blockquote",
+}  # fmt: skip
+CANT_PARSE = "Bad Request: can't parse entities: "
+NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status = ``error_code``, as Telegram does."""
+
+    def __init__(self, code: int, description: str, parameters: dict[str, Any] | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.parameters = parameters
+
+
+@dataclass
+class FakeChat:
+    """A chat as the fake knows it; ``state`` decides how sendMessage answers."""
+
+    id: int | str
+    type: str  # private | group | supergroup | channel
+    state: str = "ok"  # ok | blocked | deactivated | kicked | migrated
+    title: str | None = None
+    first_name: str | None = None
+    username: str | None = None
+    language_code: str | None = None
+    migrate_to: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "type": self.type}
+        if self.type == "private":
+            data["first_name"] = self.first_name or "Warga"
+        else:
+            data["title"] = self.title or f"Chat {self.id}"
+        if self.username:
+            data["username"] = self.username.lstrip("@")
+        return data
+
+
+@dataclass
+class SentMessage:
+    """One accepted sendMessage, as the recipient would see it."""
+
+    message_id: int
+    chat_id: int | str
+    text: str  # the raw text as sent (HTML source when parse_mode is HTML)
+    visible_text: str  # what the user sees (tags removed, entities decoded)
+    parse_mode: str | None
+    reply_markup: dict[str, Any] | None
+    params: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+
+
+class _Window:
+    """A sliding window: at most ``count`` events within ``period`` seconds."""
+
+    def __init__(self, count: float, period: float) -> None:
+        self.count = count
+        self.period = period
+        self.events: deque[float] = deque()
+
+    def retry_after(self, now: float) -> int:
+        """0 if one more event fits now, else the whole seconds to wait (Telegram sends integers)."""
+        while self.events and self.events[0] <= now - self.period:
+            self.events.popleft()
+        if len(self.events) < self.count:
+            return 0
+        oldest = self.events[len(self.events) - int(self.count)]
+        return max(1, math.ceil(oldest + self.period - now))
+
+    def add(self, now: float) -> None:
+        self.events.append(now)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Minimal HTML parse-mode validation, with Telegram's wording
+
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s[^<>]*)?)>")
+_ENTITY = re.compile(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z][a-zA-Z0-9]*);")
+
+
+def parse_html(text: str) -> str:
+    """Return the visible text of Telegram HTML, or raise 400 "can't parse entities" like Telegram."""
+    out: list[str] = []
+    stack: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "<":
+            m = _TAG.match(text, i)
+            offset = len(text[:i].encode())
+            if not m:
+                raise ApiError(400, f"{CANT_PARSE}Unexpected start tag at byte offset {offset}")
+            closing, name = m.group(1) == "/", m.group(2).lower()
+            if name not in SUPPORTED_TAGS:
+                raise ApiError(
+                    400,
+                    f'{CANT_PARSE}Unsupported start tag "{name}" at byte offset {offset}',
+                )
+            if closing:
+                if not stack or stack[-1] != name:
+                    expected = f', expected "</{stack[-1]}>"' if stack else ""
+                    raise ApiError(
+                        400,
+                        f'{CANT_PARSE}Unmatched end tag at byte offset {offset}{expected}, found "</{name}>"',
+                    )
+                stack.pop()
+            else:
+                stack.append(name)
+            i = m.end()
+        elif ch == "&":
+            m = _ENTITY.match(text, i)
+            if m and m.group(1).startswith("#"):
+                out.append(html.unescape(m.group(0)))
+                i = m.end()
+            elif m and m.group(1) in NAMED_ENTITIES:
+                out.append(NAMED_ENTITIES[m.group(1)])
+                i = m.end()
+            elif m:
+                offset = len(text[:i].encode())
+                raise ApiError(400, f"{CANT_PARSE}Unsupported HTML entity at byte offset {offset}")
+            else:
+                out.append("&")
+                i += 1
+        elif ch == ">":
+            out.append(">")
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    if stack:
+        raise ApiError(
+            400,
+            f'{CANT_PARSE}Can\'t find end tag corresponding to start tag "{stack[-1]}"',
+        )
+    return "".join(out)
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+# --------------------------------------------------------------------------------------------------------
+# The server
+
+
+class FakeTelegram:
+    """The fake Bot API. Configure chats, inject updates, then read what was sent and refused."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "123456789:AAFakeTokenForLoopbackTestsOnly_abcdef",
+        bot_username: str = "disdukcapil_test_bot",
+        overall_per_second: float = 30,
+        per_chat_per_second: float = 1,
+        group_per_minute: float = 20,
+    ) -> None:
+        self.token = token
+        self.bot_id = int(token.split(":", 1)[0])
+        self.bot_username = bot_username
+        self.port = 0
+        self._lock = threading.RLock()
+        self._limits = (overall_per_second, per_chat_per_second, group_per_minute)
+        self._overall = _Window(overall_per_second, 1.0)
+        self._chat_windows: dict[str, _Window] = {}
+        self._chats: dict[str, FakeChat] = {}
+        self._messages: list[SentMessage] = []
+        self._next_message_id = 1
+        self._next_update_id = 1
+        self._next_user_id = 5_000_000
+        self._updates: list[dict[str, Any]] = []
+        self._callbacks: dict[str, dict[str, Any]] = {}
+        self.answered_callbacks: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.errors: list[tuple[str, int, str]] = []
+        self.too_many_requests = 0
+        self.webhook_url: str | None = None
+        self.webhook_secret: str | None = None
+        self.webhook_deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status or 0 on error)
+        self._forced: list[tuple[str | None, str, ApiError, list[int]]] = []
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._new_update: asyncio.Condition | None = None
+        self._webhook_queue: asyncio.Queue[dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as PTB's ``base_url`` (PTB appends the token)."""
+        return f"{self.url}/bot"
+
+    def start(self) -> FakeTelegram:
+        """Serve on a free port of 127.0.0.1 and return once getMe answers."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._serve(sock))
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-telegram", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise RuntimeError("fake Telegram server failed to start") from failure[0]
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.base_url}{self.token}/getMe", timeout=2) as resp:
+                    if json.load(resp)["ok"]:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread; safe to call twice."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+        self._loop = self._thread = None
+
+    def __enter__(self) -> FakeTelegram:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        self._new_update = asyncio.Condition()
+        self._webhook_queue = asyncio.Queue()
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        self._webhook_task = asyncio.get_running_loop().create_task(self._deliver_webhooks())
+
+    async def _shutdown(self) -> None:
+        """End pending long polls first, so that closing the server does not wait for them."""
+        self._closing = True
+        await self._notify()
+        self._webhook_task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------------------------------ configuration
+
+    def set_overall_rate(self, per_second: float) -> None:
+        """E.g. 1000 for a bot with paid broadcasts enabled."""
+        self.set_limits(overall_per_second=per_second)
+
+    def set_limits(
+        self,
+        *,
+        overall_per_second: float | None = None,
+        per_chat_per_second: float | None = None,
+        group_per_minute: float | None = None,
+    ) -> None:
+        with self._lock:
+            overall, chat, group = self._limits
+            self._limits = (
+                overall if overall_per_second is None else overall_per_second,
+                chat if per_chat_per_second is None else per_chat_per_second,
+                group if group_per_minute is None else group_per_minute,
+            )
+            self._overall = _Window(self._limits[0], 1.0)
+            self._chat_windows.clear()
+
+    def _add(self, chat: FakeChat) -> FakeChat:
+        with self._lock:
+            self._chats[str(chat.id)] = chat
+            if chat.username:
+                self._chats["@" + chat.username.lstrip("@").lower()] = chat
+        return chat
+
+    def add_private(self, user_id: int, *, first_name: str = "Warga", language_code: str = "id") -> FakeChat:
+        """A citizen who started the bot; the chat id is the user id."""
+        return self._add(FakeChat(user_id, "private", first_name=first_name, language_code=language_code))
+
+    def add_blocked(self, user_id: int) -> FakeChat:
+        """A user who blocked the bot: 403 "Forbidden: bot was blocked by the user"."""
+        chat = self.add_private(user_id)
+        chat.state = "blocked"
+        return chat
+
+    def add_deactivated(self, user_id: int) -> FakeChat:
+        """A deleted account: 403 "Forbidden: user is deactivated"."""
+        chat = self.add_private(user_id)
+        chat.state = "deactivated"
+        return chat
+
+    def block(self, user_id: int) -> None:
+        with self._lock:
+            self._chats[str(user_id)].state = "blocked"
+
+    def unblock(self, user_id: int) -> None:
+        with self._lock:
+            self._chats[str(user_id)].state = "ok"
+
+    def add_group(self, chat_id: int, *, title: str = "Kelurahan", supergroup: bool = False) -> FakeChat:
+        return self._add(FakeChat(chat_id, "supergroup" if supergroup else "group", title=title))
+
+    def add_migrated_group(self, chat_id: int, new_chat_id: int, *, title: str = "Kelurahan") -> FakeChat:
+        """A group that became a supergroup: 400 with ``parameters.migrate_to_chat_id``."""
+        self.add_group(new_chat_id, title=title, supergroup=True)
+        chat = self.add_group(chat_id, title=title)
+        chat.state = "migrated"
+        chat.migrate_to = new_chat_id
+        return chat
+
+    def add_kicked_group(self, chat_id: int, *, title: str = "Kelurahan") -> FakeChat:
+        """403 "Forbidden: bot was kicked from the group chat"."""
+        chat = self.add_group(chat_id, title=title)
+        chat.state = "kicked"
+        return chat
+
+    def add_channel(self, chat_id: int, *, username: str | None = None, title: str = "Info") -> FakeChat:
+        """A channel the bot posts in; reachable by id and by ``@username``."""
+        return self._add(FakeChat(chat_id, "channel", title=title, username=username))
+
+    def force_error(
+        self,
+        code: int,
+        description: str,
+        *,
+        chat_id: int | str | None = None,
+        method: str = "sendMessage",
+        times: int = 1,
+        skip: int = 0,
+        parameters: dict[str, Any] | None = None,
+    ) -> None:
+        """Answer ``times`` calls of ``method`` (to ``chat_id``, if given) with this error, after letting
+        ``skip`` matching calls through normally."""
+        with self._lock:
+            key = None if chat_id is None else str(chat_id)
+            self._forced.append((key, method, ApiError(code, description, parameters), [skip, times]))
+
+    def force_flood(
+        self, retry_after: int, *, chat_id: int | str | None = None, times: int = 1, skip: int = 0
+    ) -> None:
+        """A 429 "Too Many Requests: retry after N" regardless of the windows (counted as a 429)."""
+        self.force_error(
+            429,
+            f"Too Many Requests: retry after {retry_after}",
+            chat_id=chat_id,
+            times=times,
+            skip=skip,
+            parameters={"retry_after": retry_after},
+        )
+
+    # ------------------------------------------------------------------------------------ reading results
+
+    def messages(self, chat_id: int | str | None = None) -> list[SentMessage]:
+        """Accepted messages in order, for one chat or all."""
+        with self._lock:
+            if chat_id is None:
+                return list(self._messages)
+            chat = self._chats.get(str(chat_id))
+            key = chat.id if chat else chat_id
+            return [m for m in self._messages if str(m.chat_id) == str(key)]
+
+    def texts(self, chat_id: int | str) -> list[str]:
+        return [m.text for m in self.messages(chat_id)]
+
+    def errors_for(self, method: str = "sendMessage") -> list[tuple[int, str]]:
+        with self._lock:
+            return [(code, desc) for m, code, desc in self.errors if m == method]
+
+    # ------------------------------------------------------------------------------------ injecting updates
+
+    def _user(self, user_id: int | None, language_code: str | None) -> dict[str, Any]:
+        with self._lock:
+            chat = self._chats.get(str(user_id)) if user_id is not None else None
+            if user_id is None:
+                self._next_user_id += 1
+                user_id = self._next_user_id
+        data: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": "Warga"}
+        code = language_code or (chat.language_code if chat else None)
+        if code:
+            data["language_code"] = code
+        return data
+
+    def _chat_json(self, chat_id: int | str) -> dict[str, Any]:
+        with self._lock:
+            chat = self._chats.get(str(chat_id))
+        if chat is None:
+            kind = "private" if isinstance(chat_id, int) and chat_id > 0 else "group"
+            chat = FakeChat(chat_id, kind)
+        return chat.as_json()
+
+    def _bot_user(self) -> dict[str, Any]:
+        return {"id": self.bot_id, "is_bot": True, "first_name": "Disdukcapil", "username": self.bot_username}
+
+    def inject_update(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Queue a raw update (``update_id`` is assigned); getUpdates returns it, or it is POSTed to the
+        webhook if one is set."""
+        with self._lock:
+            update = {"update_id": self._next_update_id, **update}
+            self._next_update_id += 1
+            self._updates.append(update)
+            webhook = self.webhook_url is not None
+        loop = self._loop
+        if loop is not None:
+            if webhook:
+                loop.call_soon_threadsafe(self._webhook_queue.put_nowait, update)  # type: ignore[union-attr]
+            else:
+                asyncio.run_coroutine_threadsafe(self._notify(), loop)
+        return update
+
+    async def _notify(self) -> None:
+        assert self._new_update is not None
+        async with self._new_update:
+            self._new_update.notify_all()
+
+    def inject_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        from_id: int | None = None,
+        language_code: str | None = None,
+    ) -> dict[str, Any]:
+        """A text (or "/command") a user wrote; in a private chat the sender defaults to the chat."""
+        chat = self._chat_json(chat_id)
+        if from_id is None and chat["type"] == "private":
+            from_id = int(chat_id)
+        message: dict[str, Any] = {
+            "message_id": self._take_message_id(),
+            "date": int(time.time()),
+            "chat": chat,
+            "text": text,
+        }
+        if chat["type"] == "channel":
+            return self.inject_update({"channel_post": message})
+        message["from"] = self._user(from_id, language_code)
+        if text.startswith("/"):
+            length = len(text.split()[0])
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(text[:length])}]
+        return self.inject_update({"message": message})
+
+    inject_command = inject_message
+
+    def inject_callback(
+        self,
+        chat_id: int,
+        data: str,
+        *,
+        from_id: int | None = None,
+        message_id: int | None = None,
+        language_code: str | None = None,
+    ) -> dict[str, Any]:
+        """A press on an inline button of message ``message_id`` (default: the chat's last message)."""
+        chat = self._chat_json(chat_id)
+        if from_id is None and chat["type"] == "private":
+            from_id = int(chat_id)
+        if message_id is None:
+            sent = self.messages(chat_id)
+            message_id = sent[-1].message_id if sent else self._take_message_id()
+        with self._lock:
+            query_id = str(10_000_000 + self._next_update_id)
+            self._callbacks[query_id] = {"answered": False}
+        query = {
+            "id": query_id,
+            "from": self._user(from_id, language_code),
+            "chat_instance": str(chat_id),
+            "data": data,
+            "message": {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": chat,
+                "from": self._bot_user(),
+                "text": "…",
+            },
+        }
+        return self.inject_update({"callback_query": query})
+
+    def inject_my_chat_member(
+        self,
+        chat_id: int,
+        status: str = "member",
+        *,
+        from_id: int | None = None,
+        old_status: str | None = None,
+    ) -> dict[str, Any]:
+        """The bot's own membership changed: ``member``/``administrator`` (added), ``left``/``kicked``."""
+        old = old_status or ("left" if status in ("member", "administrator") else "member")
+
+        def member(state: str) -> dict[str, Any]:
+            data: dict[str, Any] = {"user": self._bot_user(), "status": state}
+            if state == "kicked":
+                data["until_date"] = 0
+            if state == "administrator":
+                rights = ("can_manage_chat", "can_delete_messages", "can_manage_video_chats",
+                          "can_restrict_members", "can_change_info", "can_invite_users")  # fmt: skip
+                data.update({right: True for right in rights}, can_be_edited=False, is_anonymous=False)
+                data.update(can_promote_members=False, can_post_stories=False, can_edit_stories=False)
+                data.update(can_delete_stories=False)
+            return data
+
+        change = {
+            "chat": self._chat_json(chat_id),
+            "from": self._user(from_id, None),
+            "date": int(time.time()),
+            "old_chat_member": member(old),
+            "new_chat_member": member(status),
+        }
+        return self.inject_update({"my_chat_member": change})
+
+    def inject_new_chat_members(
+        self, chat_id: int, *, include_bot: bool = True, from_id: int | None = None
+    ) -> dict:
+        """The service message Telegram sends alongside my_chat_member when the bot joins a group."""
+        members = [self._bot_user()] if include_bot else [self._user(None, None)]
+        message = {
+            "message_id": self._take_message_id(),
+            "date": int(time.time()),
+            "chat": self._chat_json(chat_id),
+            "from": self._user(from_id, None),
+            "new_chat_members": members,
+            "new_chat_member": members[0],
+            "new_chat_participant": members[0],
+        }
+        return self.inject_update({"message": message})
+
+    def pending_updates(self) -> list[dict[str, Any]]:
+        """Updates not yet confirmed by a getUpdates offset."""
+        with self._lock:
+            return list(self._updates)
+
+    def _take_message_id(self) -> int:
+        with self._lock:
+            value = self._next_message_id
+            self._next_message_id += 1
+            return value
+
+    # ------------------------------------------------------------------------------------ HTTP
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        if request.match_info["token"] != self.token:
+            return self._error_response(method, ApiError(401, "Unauthorized"))
+        try:
+            params = await self._params(request)
+        except ApiError as exc:
+            return self._error_response(method, exc)
+        with self._lock:
+            self.calls.append((method, params))
+        handler: Callable[[dict[str, Any]], Any] | None = getattr(self, f"_m_{method.lower()}", None)
+        if handler is None:
+            return self._error_response(method, ApiError(404, "Not Found"))
+        try:
+            self._check_forced(method, params)
+            result = handler(params)
+            if asyncio.iscoroutine(result):
+                result = await result
+        except ApiError as exc:
+            return self._error_response(method, exc)
+        return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    async def _params(request: web.Request) -> dict[str, Any]:
+        """JSON bodies, form bodies (how PTB sends, nested values JSON-encoded) and the query string."""
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                try:
+                    body = await request.json()
+                except ValueError as exc:
+                    raise ApiError(400, "Bad Request: can't parse JSON") from exc
+                params.update(body)
+            else:
+                form = await request.post()
+                params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        for key in ("reply_markup", "allowed_updates", "link_preview_options", "reply_parameters"):
+            if isinstance(params.get(key), str):
+                try:
+                    params[key] = json.loads(params[key])
+                except ValueError as exc:
+                    raise ApiError(400, f"Bad Request: can't parse {key} JSON object") from exc
+        return params
+
+    def _error_response(self, method: str, exc: ApiError) -> web.Response:
+        body: dict[str, Any] = {"ok": False, "error_code": exc.code, "description": exc.description}
+        if exc.parameters:
+            body["parameters"] = exc.parameters
+        with self._lock:
+            self.errors.append((method, exc.code, exc.description))
+            if exc.code == 429:
+                self.too_many_requests += 1
+        return web.json_response(body, status=exc.code)
+
+    def _check_forced(self, method: str, params: dict[str, Any]) -> None:
+        with self._lock:
+            for entry in self._forced:
+                chat_key, forced_method, error, counters = entry
+                if forced_method != method or counters[1] <= 0:
+                    continue
+                if chat_key is not None and str(params.get("chat_id")) != chat_key:
+                    continue
+                if counters[0] > 0:
+                    counters[0] -= 1
+                    continue
+                counters[1] -= 1
+                raise error
+
+    def _chat_for(self, params: dict[str, Any]) -> FakeChat:
+        raw = params.get("chat_id")
+        if raw is None or raw == "":
+            raise ApiError(400, "Bad Request: chat_id is empty")
+        key = str(raw).lower() if str(raw).startswith("@") else str(raw)
+        chat = self._chats.get(key)
+        if chat is None:
+            raise ApiError(400, "Bad Request: chat not found")
+        return chat
+
+    # ------------------------------------------------------------------------------------ methods
+
+    def _m_getme(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self._bot_user(),
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+
+    def _m_getchat(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            chat = self._chat_for(params)
+            if chat.state == "kicked":
+                raise ApiError(403, "Forbidden: bot was kicked from the group chat")
+            return {**chat.as_json(), "accent_color_id": 0, "max_reaction_count": 11}
+
+    def _m_sendmessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        text = params.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        parse_mode = params.get("parse_mode")
+        visible = parse_html(text) if str(parse_mode).lower() == "html" else text
+        if not visible.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        if _utf16_len(visible) > MAX_TEXT:
+            raise ApiError(400, "Bad Request: message is too long")
+        markup = params.get("reply_markup")
+        if markup is not None:
+            self._check_markup(markup)
+        paid = str(params.get("allow_paid_broadcast", "")).lower() == "true"
+        with self._lock:
+            chat = self._chat_for(params)
+            if chat.state == "blocked":
+                raise ApiError(403, "Forbidden: bot was blocked by the user")
+            if chat.state == "deactivated":
+                raise ApiError(403, "Forbidden: user is deactivated")
+            if chat.state == "kicked":
+                raise ApiError(403, "Forbidden: bot was kicked from the group chat")
+            if chat.state == "migrated":
+                raise ApiError(
+                    400,
+                    "Bad Request: group chat was upgraded to a supergroup chat",
+                    {"migrate_to_chat_id": chat.migrate_to},
+                )
+            now = time.monotonic()
+            window = self._window_for(chat)
+            wait = max(self._overall.retry_after(now), window.retry_after(now))
+            if wait:
+                raise ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
+            self._overall.add(now)
+            window.add(now)
+            message_id = self._next_message_id
+            self._next_message_id += 1
+            self._messages.append(
+                SentMessage(
+                    message_id, chat.id, text, visible, parse_mode, markup, dict(params, paid=paid), now
+                )
+            )
+            result: dict[str, Any] = {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": chat.as_json(),
+                "text": visible,
+            }
+            if chat.type != "channel":
+                result["from"] = self._bot_user()
+            if markup is not None:
+                result["reply_markup"] = markup
+            return result
+
+    def _window_for(self, chat: FakeChat) -> _Window:
+        key = str(chat.id)
+        window = self._chat_windows.get(key)
+        if window is None:
+            _, per_chat, per_group = self._limits
+            window = _Window(per_chat, 1.0) if chat.type == "private" else _Window(per_group, 60.0)
+            self._chat_windows[key] = window
+        return window
+
+    @staticmethod
+    def _check_markup(markup: Any) -> None:
+        rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+        if not isinstance(rows, list):
+            raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+        for row in rows:
+            for button in row:
+                if not isinstance(button, dict) or not button.get("text"):
+                    raise ApiError(
+                        400, "Bad Request: can't parse inline keyboard button: Text buttons are unallowed"
+                    )
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                    raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+                if data is None and not button.get("url"):
+                    raise ApiError(
+                        400, "Bad Request: can't parse inline keyboard button: Text buttons are unallowed"
+                    )
+
+    async def _m_getupdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.webhook_url is not None:
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete "
+                "the webhook first",
+            )
+        offset = int(params.get("offset") or 0)
+        limit = max(1, min(100, int(params.get("limit") or 100)))
+        timeout = max(0.0, float(params.get("timeout") or 0))
+        allowed = params.get("allowed_updates") or None
+
+        def ready() -> list[dict[str, Any]]:
+            with self._lock:
+                if offset:
+                    self._updates = [u for u in self._updates if u["update_id"] >= offset]
+                found = [u for u in self._updates if not allowed or any(k in u for k in allowed)]
+                return found[:limit]
+
+        assert self._new_update is not None
+        deadline = time.monotonic() + timeout
+        async with self._new_update:
+            while True:
+                found = ready()
+                left = deadline - time.monotonic()
+                if found or left <= 0 or self._closing:
+                    return found
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new_update.wait(), min(left, 0.5))
+
+    def _m_setwebhook(self, params: dict[str, Any]) -> bool:
+        url = params.get("url") or ""
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
+        with self._lock:
+            if not url:
+                self.webhook_url = self.webhook_secret = None
+                return True
+            if not url.startswith(("http://127.0.0.1", "https://")):
+                raise ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+            self.webhook_url, self.webhook_secret = url, secret
+            if str(params.get("drop_pending_updates", "")).lower() == "true":
+                self._updates.clear()
+            pending = list(self._updates)
+        for update in pending:
+            self._webhook_queue.put_nowait(update)  # type: ignore[union-attr]
+        return True
+
+    def _m_deletewebhook(self, params: dict[str, Any]) -> bool:
+        with self._lock:
+            self.webhook_url = self.webhook_secret = None
+            if str(params.get("drop_pending_updates", "")).lower() == "true":
+                self._updates.clear()
+        return True
+
+    def _m_getwebhookinfo(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "url": self.webhook_url or "",
+                "has_custom_certificate": False,
+                "pending_update_count": len(self._updates),
+            }
+
+    def _m_answercallbackquery(self, params: dict[str, Any]) -> bool:
+        query_id = str(params.get("callback_query_id", ""))
+        with self._lock:
+            state = self._callbacks.get(query_id)
+            if state is None or state["answered"]:
+                raise ApiError(
+                    400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
+                )
+            state["answered"] = True
+            self.answered_callbacks.append(params)
+        return True
+
+    # ------------------------------------------------------------------------------------ webhook delivery
+
+    async def _deliver_webhooks(self) -> None:
+        """POST queued updates to the webhook, one at a time and in order, like Telegram."""
+        assert self._webhook_queue is not None
+        async with ClientSession(timeout=ClientTimeout(total=5)) as session:
+            while True:
+                update = await self._webhook_queue.get()
+                with self._lock:
+                    url, secret = self.webhook_url, self.webhook_secret
+                    still_pending = any(u is update for u in self._updates)
+                if url is None or not still_pending:
+                    continue
+                headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+                try:
+                    async with session.post(url, json=update, headers=headers) as resp:
+                        status = resp.status
+                except Exception:
+                    status = 0
+                with self._lock:
+                    self.webhook_deliveries.append((update["update_id"], status))
+                    if 200 <= status < 300:
+                        self._updates = [u for u in self._updates if u is not update]
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Await until ``predicate()`` is truthy (the fake runs in another thread); returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
