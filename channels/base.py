@@ -207,10 +207,10 @@ class Channel(ABC):
     def from_settings(cls, settings: Mapping[str, Any], *, public_url: str) -> Channel:
         """Build the adapter from its ``[channels.<name>]`` table in settings.toml."""
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - optional hook
         """Open connections; called once before the first send."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Close connections; called once at shutdown."""
 
     @abstractmethod
@@ -255,7 +255,9 @@ def load_channel_class(name: str) -> type[Channel]:
         module = importlib.import_module(f"channels.{name}")
     except ModuleNotFoundError as exc:
         if exc.name == f"channels.{name}":
-            raise ValueError(f"no channel adapter named {name!r} (expected module channels/{name}.py)") from exc
+            raise ValueError(
+                f"no channel adapter named {name!r} (expected module channels/{name}.py)"
+            ) from exc
         raise
     cls = getattr(module, "CHANNEL", None)
     if not (isinstance(cls, type) and issubclass(cls, Channel)):

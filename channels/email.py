@@ -32,18 +32,37 @@ from channels.base import (
 
 #: Enhanced status codes and words that mean the mailbox does not exist (RFC 3463: X.1.1, X.1.2, X.1.6).
 _GONE_CODES = ("5.1.1", "5.1.2", "5.1.6", "5.1.10")
-_GONE_WORDS = ("user unknown", "no such user", "unknown user", "does not exist", "mailbox not found",
-               "recipient address rejected: user", "no mailbox", "invalid recipient")
+_GONE_WORDS = (
+    "user unknown",
+    "no such user",
+    "unknown user",
+    "does not exist",
+    "mailbox not found",
+    "recipient address rejected: user",
+    "no mailbox",
+    "invalid recipient",
+)
 
 
 class EmailChannel(Channel):
     name = "email"
     batch_size = 100
 
-    def __init__(self, *, host: str, port: int, sender: str, username: str | None = None,
-                 password: str | None = None, use_tls: bool = False, start_tls: bool | None = None,
-                 pool_size: int = 4, timeout: float = 30.0, rate_per_second: float = 0.0,
-                 allow_test_domains: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool = False,
+        start_tls: bool | None = None,
+        pool_size: int = 4,
+        timeout: float = 30.0,
+        rate_per_second: float = 0.0,
+        allow_test_domains: bool = False,
+    ) -> None:
         self.host, self.port, self.sender = host, port, sender
         self.username, self.password = username, password
         self.use_tls, self.start_tls, self.timeout = use_tls, start_tls, timeout
@@ -76,8 +95,9 @@ class EmailChannel(Channel):
 
     def normalize_address(self, raw: str) -> str:
         try:
-            result = validate_email(raw.strip(), check_deliverability=False,
-                                    test_environment=self.allow_test_domains)
+            result = validate_email(
+                raw.strip(), check_deliverability=False, test_environment=self.allow_test_domains
+            )
         except EmailNotValidError as exc:
             raise InvalidAddress(f"invalid email address: {exc}") from exc
         # Local parts are case-sensitive in theory and never in practice: one mailbox, one endpoint.
@@ -108,8 +128,13 @@ class EmailChannel(Channel):
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
-            hostname=self.host, port=self.port, username=self.username, password=self.password,
-            use_tls=self.use_tls, start_tls=self.start_tls, timeout=self.timeout,
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            start_tls=self.start_tls,
+            timeout=self.timeout,
         )
 
     # -- sending ----------------------------------------------------------------------------------------
@@ -163,8 +188,12 @@ class EmailChannel(Channel):
                     client = await self._reset(client)
                     continue
                 return client, classify(exc.code, exc.message)
-            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
-                    OSError) as exc:
+            except (
+                aiosmtplib.SMTPServerDisconnected,
+                aiosmtplib.SMTPConnectError,
+                aiosmtplib.SMTPTimeoutError,
+                OSError,
+            ) as exc:
                 client = await self._reset(client)
                 if attempt == 2:
                     return client, RetryLater(f"SMTP connection: {exc}")
@@ -189,7 +218,7 @@ class EmailChannel(Channel):
             message["List-Unsubscribe"] = f"<{item.unsubscribe_url}>"
             message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         message.set_content(content.text)
-        page = content.html or f"<div style=\"white-space: pre-line\">{html_lib.escape(content.text)}</div>"
+        page = content.html or f'<div style="white-space: pre-line">{html_lib.escape(content.text)}</div>'
         message.add_alternative(page, subtype="html")
         message["Content-Language"] = content.locale  # after set_content, which clears Content-* headers
         return message
@@ -201,7 +230,9 @@ def classify(code: int, text: str) -> Outcome:
     if 400 <= code < 500:
         return RetryLater(reason)
     lowered = text.lower()
-    if code in (550, 551, 553) and (any(c in text for c in _GONE_CODES) or any(w in lowered for w in _GONE_WORDS)):
+    if code in (550, 551, 553) and (
+        any(c in text for c in _GONE_CODES) or any(w in lowered for w in _GONE_WORDS)
+    ):
         return RecipientGone(reason)
     return Rejected(reason)
 

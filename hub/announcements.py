@@ -130,7 +130,9 @@ class AnnouncementInput(BaseModel):
         return to_utc(value) if value is not None else None
 
 
-async def resolve_topics(hub: Hub, topics: list[str], regions: list[str], services: list[str]) -> tuple[str, list[int]]:
+async def resolve_topics(
+    hub: Hub, topics: list[str], regions: list[str], services: list[str]
+) -> tuple[str, list[int]]:
     """The office the announcement speaks for and the topic ids it reaches.
 
     A topic reaches its office's general topic plus the service topics the announcement is about (all of
@@ -170,10 +172,23 @@ async def office_context(hub: Hub, office_id: str) -> dict[str, Any]:
         return {"id": office.id, "name": office.name, "timezone": office.timezone, "profile": office.profile}
 
 
-def build_context(template: str, data: dict[str, Any], office: dict[str, Any], services: list[str],
-                  valid_from: datetime | None, valid_until: datetime | None) -> dict[str, Any]:
-    context = {**data, "office": office, "tz": office["timezone"], "services": services,
-               "valid_from": valid_from, "valid_until": valid_until, "unsubscribable": True}
+def build_context(
+    template: str,
+    data: dict[str, Any],
+    office: dict[str, Any],
+    services: list[str],
+    valid_from: datetime | None,
+    valid_until: datetime | None,
+) -> dict[str, Any]:
+    context = {
+        **data,
+        "office": office,
+        "tz": office["timezone"],
+        "services": services,
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "unsubscribable": True,
+    }
     if template == "link":
         context["buttons"] = [{"text": f"Buka {data['link_name']}", "url": str(data["url"])}]
     return context
@@ -195,8 +210,15 @@ async def prepare(hub: Hub, req: AnnouncementInput) -> tuple[outbox.Draft, dict[
     office = await office_context(hub, office_id)
     context = build_context(req.template, data, office, req.services, req.valid_from, req.valid_until)
     draft = outbox.Draft(
-        kind="announcement", lane="bulk", group="announcements", template=req.template, context=context,
-        office_id=office_id, topic_ids=topic_ids, send_at=req.publish_at, not_after=req.valid_until,
+        kind="announcement",
+        lane="bulk",
+        group="announcements",
+        template=req.template,
+        context=context,
+        office_id=office_id,
+        topic_ids=topic_ids,
+        send_at=req.publish_at,
+        not_after=req.valid_until,
     )
     try:
         outbox.render_all(hub, draft)
@@ -209,9 +231,15 @@ async def create(hub: Hub, req: AnnouncementInput, *, publish: bool) -> tuple[An
     draft, data = await prepare(hub, req)
     async with hub.db.transaction() as session:
         announcement = Announcement(
-            office_id=draft.office_id, template=req.template, data=data, services=req.services,
-            targets={"topics": req.topics, "regions": req.regions}, valid_from=req.valid_from,
-            valid_until=req.valid_until, publish_at=req.publish_at, state="draft",
+            office_id=draft.office_id,
+            template=req.template,
+            data=data,
+            services=req.services,
+            targets={"topics": req.topics, "regions": req.regions},
+            valid_from=req.valid_from,
+            valid_until=req.valid_until,
+            publish_at=req.publish_at,
+            state="draft",
         )
         session.add(announcement)
     message = await publish_announcement(hub, announcement.id, draft) if publish else None
@@ -235,7 +263,8 @@ async def publish_announcement(hub: Hub, announcement_id: int, draft: outbox.Dra
     message = await outbox.create_message(hub, draft, state="scheduled" if scheduled else "planning")
     async with hub.db.transaction() as session:
         await session.execute(
-            update(Announcement).where(Announcement.id == announcement_id)
+            update(Announcement)
+            .where(Announcement.id == announcement_id)
             .values(state="scheduled" if scheduled else "published")
         )
     await hub.queue.plan(message.id, message.lane, at=message.send_at if scheduled else None)
@@ -244,9 +273,13 @@ async def publish_announcement(hub: Hub, announcement_id: int, draft: outbox.Dra
 
 def _input_of(announcement: Announcement) -> AnnouncementInput:
     return AnnouncementInput(
-        template=announcement.template, data=announcement.data, topics=announcement.targets.get("topics", []),
-        regions=announcement.targets.get("regions", []), services=announcement.services,
-        valid_from=announcement.valid_from, valid_until=announcement.valid_until,
+        template=announcement.template,
+        data=announcement.data,
+        topics=announcement.targets.get("topics", []),
+        regions=announcement.targets.get("regions", []),
+        services=announcement.services,
+        valid_from=announcement.valid_from,
+        valid_until=announcement.valid_until,
         publish_at=announcement.publish_at,
     )
 
@@ -259,13 +292,21 @@ async def preview(hub: Hub, req: AnnouncementInput) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     for (channel, locale), rendered in renderings.items():
         entry = channels.setdefault(channel, {"recipients": counts.get(channel, 0), "renderings": {}})
-        facts = hub.channels[channel].describe(Content(text=rendered.text, html=rendered.html,
-                                                       subject=rendered.subject))
-        entry["renderings"][locale] = {"subject": rendered.subject, **facts,
-                                       "text": rendered.text.replace(UNSUBSCRIBE_MARK, "<unsubscribe link>"),
-                                       "html": (rendered.html or "").replace(UNSUBSCRIBE_MARK, "#unsubscribe")}
-    return {"office_id": draft.office_id, "topics": len(draft.topic_ids),
-            "recipients": sum(counts.get(ch, 0) for ch in hub.channels), "channels": channels}
+        facts = hub.channels[channel].describe(
+            Content(text=rendered.text, html=rendered.html, subject=rendered.subject)
+        )
+        entry["renderings"][locale] = {
+            "subject": rendered.subject,
+            **facts,
+            "text": rendered.text.replace(UNSUBSCRIBE_MARK, "<unsubscribe link>"),
+            "html": (rendered.html or "").replace(UNSUBSCRIBE_MARK, "#unsubscribe"),
+        }
+    return {
+        "office_id": draft.office_id,
+        "topics": len(draft.topic_ids),
+        "recipients": sum(counts.get(ch, 0) for ch in hub.channels),
+        "channels": channels,
+    }
 
 
 async def audience_counts(hub: Hub, topic_ids: list[int]) -> dict[str, int]:
@@ -289,9 +330,11 @@ async def cancel(hub: Hub, announcement_id: int) -> int:
         if announcement is None:
             raise AnnouncementError(f"unknown announcement {announcement_id}")
         announcement.state = "cancelled"
-        message_ids = list((await session.execute(
-            select(Message.id).where(Message.announcement_id == announcement_id)
-        )).scalars())
+        message_ids = list(
+            (
+                await session.execute(select(Message.id).where(Message.announcement_id == announcement_id))
+            ).scalars()
+        )
     skipped = 0
     for message_id in message_ids:
         skipped += await outbox.cancel(hub, message_id)
@@ -310,23 +353,45 @@ async def correct(hub: Hub, announcement_id: int, req: AnnouncementInput) -> tup
         if original_message is None:
             raise AnnouncementError(f"announcement {announcement_id} was never published")
     if not req.topics and not req.regions:
-        req = req.model_copy(update={"topics": original.targets.get("topics", []),
-                                     "regions": original.targets.get("regions", [])})
+        req = req.model_copy(
+            update={
+                "topics": original.targets.get("topics", []),
+                "regions": original.targets.get("regions", []),
+            }
+        )
     draft, data = await prepare(hub, req)
     async with hub.db.transaction() as session:
         correction = Announcement(
-            office_id=draft.office_id, template=req.template, data=data, services=req.services,
-            targets={"corrects": announcement_id}, valid_from=req.valid_from, valid_until=req.valid_until,
-            state="published", corrects_id=announcement_id,
+            office_id=draft.office_id,
+            template=req.template,
+            data=data,
+            services=req.services,
+            targets={"corrects": announcement_id},
+            valid_from=req.valid_from,
+            valid_until=req.valid_until,
+            state="published",
+            corrects_id=announcement_id,
         )
         session.add(correction)
         await session.flush()
         # The original's audience keeps its topics for unsubscribe links; the fan-out follows deliveries.
-        topic_ids = list((await session.execute(
-            select(MessageTopic.topic_id).where(MessageTopic.message_id == original_message.id)
-        )).scalars())
-    draft = outbox.Draft(**{**draft.__dict__, "kind": "correction", "announcement_id": correction.id,
-                            "corrects_message_id": original_message.id, "topic_ids": topic_ids, "send_at": None})
+        topic_ids = list(
+            (
+                await session.execute(
+                    select(MessageTopic.topic_id).where(MessageTopic.message_id == original_message.id)
+                )
+            ).scalars()
+        )
+    draft = outbox.Draft(
+        **{
+            **draft.__dict__,
+            "kind": "correction",
+            "announcement_id": correction.id,
+            "corrects_message_id": original_message.id,
+            "topic_ids": topic_ids,
+            "send_at": None,
+        }
+    )
     message = await outbox.create_message(hub, draft, state="planning")
     await hub.queue.plan(message.id, message.lane)
     return correction, message

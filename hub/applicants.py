@@ -20,8 +20,18 @@ from hub.context import Hub
 from hub.store.models import ApplicantCase, CaseEndpoint, CaseUpdate, Office
 from hub.subscriptions import SubscriptionError, endpoint_for, normalize
 
-DOCUMENTS = ("KTP-el", "KK", "KIA", "akta kelahiran", "akta kematian", "akta perkawinan", "akta perceraian",
-             "pindah datang", "legalisir", "lainnya")
+DOCUMENTS = (
+    "KTP-el",
+    "KK",
+    "KIA",
+    "akta kelahiran",
+    "akta kematian",
+    "akta perkawinan",
+    "akta perceraian",
+    "pindah datang",
+    "legalisir",
+    "lainnya",
+)
 Status = Literal["received", "verified", "needs_document", "ready", "rejected", "done"]
 
 
@@ -73,13 +83,21 @@ async def open_case(hub: Hub, office_id: str, data: CaseInput) -> OpenedCase:
     pin = "".join(secrets.choice(string.digits) for _ in range(6))
     link_code = "c" + secrets.token_urlsafe(12).replace("-", "").replace("_", "")[:15]
     async with hub.db.transaction() as session:
-        exists = await session.scalar(select(ApplicantCase.id).where(
-            ApplicantCase.office_id == office_id, ApplicantCase.reference == data.reference))
+        exists = await session.scalar(
+            select(ApplicantCase.id).where(
+                ApplicantCase.office_id == office_id, ApplicantCase.reference == data.reference
+            )
+        )
         if exists is not None:
             raise ApplicantError(f"case {data.reference!r} already exists for office {office_id}")
-        case = ApplicantCase(office_id=office_id, reference=data.reference, document=data.document,
-                             pin_hash=signing.digest(hub.secret, f"pin:{pin}"), link_code=link_code,
-                             locale=data.locale)
+        case = ApplicantCase(
+            office_id=office_id,
+            reference=data.reference,
+            document=data.document,
+            pin_hash=signing.digest(hub.secret, f"pin:{pin}"),
+            link_code=link_code,
+            locale=data.locale,
+        )
         session.add(case)
         await session.flush()
         for channel, address in contacts:
@@ -91,8 +109,11 @@ async def open_case(hub: Hub, office_id: str, data: CaseInput) -> OpenedCase:
 async def post_update(hub: Hub, office_id: str, reference: str, data: UpdateInput) -> int:
     """Record a status change and send it to every endpoint linked to the case, on the urgent lane."""
     async with hub.db.transaction() as session:
-        case = await session.scalar(select(ApplicantCase).where(
-            ApplicantCase.office_id == office_id, ApplicantCase.reference == reference))
+        case = await session.scalar(
+            select(ApplicantCase).where(
+                ApplicantCase.office_id == office_id, ApplicantCase.reference == reference
+            )
+        )
         if case is None:
             raise ApplicantError(f"unknown case {reference!r} for office {office_id}")
         office = await session.get(Office, office_id)
@@ -100,22 +121,38 @@ async def post_update(hub: Hub, office_id: str, reference: str, data: UpdateInpu
         detail = data.model_dump(exclude_none=True)
         session.add(CaseUpdate(case_id=case.id, status=data.status, detail=detail))
         case.status, case.updated_at = data.status, utcnow()
-        endpoint_ids = list((await session.execute(
-            select(CaseEndpoint.endpoint_id).where(CaseEndpoint.case_id == case.id))).scalars())
+        endpoint_ids = list(
+            (
+                await session.execute(select(CaseEndpoint.endpoint_id).where(CaseEndpoint.case_id == case.id))
+            ).scalars()
+        )
         context: dict[str, Any] = {
-            **{k: None for k in ("pickup_place", "pickup_hours", "reason", "note")}, "missing_documents": [],
-            **detail, "office": {"id": office.id, "name": office.name, "timezone": office.timezone},
-            "tz": office.timezone, "reference": case.reference, "document": case.document,
+            **{k: None for k in ("pickup_place", "pickup_hours", "reason", "note")},
+            "missing_documents": [],
+            **detail,
+            "office": {"id": office.id, "name": office.name, "timezone": office.timezone},
+            "tz": office.timezone,
+            "reference": case.reference,
+            "document": case.document,
         }
-    draft = outbox.Draft(kind="applicant", lane="urgent", group="applicant", template="status", context=context,
-                         office_id=office_id, endpoint_ids=endpoint_ids)
+    draft = outbox.Draft(
+        kind="applicant",
+        lane="urgent",
+        group="applicant",
+        template="status",
+        context=context,
+        office_id=office_id,
+        endpoint_ids=endpoint_ids,
+    )
     message = await outbox.create_message(hub, draft)
     if endpoint_ids:
         await hub.queue.plan(message.id, "urgent")
     return message.id
 
 
-async def link_case(hub: Hub, link_code: str, channel: str, address: str, *, locale: str = "id") -> ApplicantCase:
+async def link_case(
+    hub: Hub, link_code: str, channel: str, address: str, *, locale: str = "id"
+) -> ApplicantCase:
     """Attach a channel endpoint to a case via the receipt's deep-link code (``/start <code>``)."""
     async with hub.db.transaction() as session:
         case = await session.scalar(select(ApplicantCase).where(ApplicantCase.link_code == link_code))
@@ -132,12 +169,22 @@ async def track(hub: Hub, reference: str, pin: str) -> ApplicantCase | None:
     """The case for a reference and PIN, or None. Rate limiting of guesses is the caller's job."""
     expected = signing.digest(hub.secret, f"pin:{pin.strip()}")
     async with hub.db.session() as session:
-        rows = (await session.execute(select(ApplicantCase).where(ApplicantCase.reference == reference.strip()))).scalars()
+        rows = (
+            await session.execute(select(ApplicantCase).where(ApplicantCase.reference == reference.strip()))
+        ).scalars()
         for case in rows:
             if secrets.compare_digest(case.pin_hash, expected):
                 return case
     return None
 
 
-__all__ = ["DOCUMENTS", "ApplicantError", "CaseInput", "SubscriptionError", "UpdateInput", "open_case",
-           "post_update", "track"]
+__all__ = [
+    "DOCUMENTS",
+    "ApplicantError",
+    "CaseInput",
+    "SubscriptionError",
+    "UpdateInput",
+    "open_case",
+    "post_update",
+    "track",
+]

@@ -26,8 +26,11 @@ from hub.regions import DataFileError
 from hub.render import RenderError
 from hub.settings import Settings, load_settings
 
-app = typer.Typer(help="Disdukcapil notification hub: announcements and applicant updates to citizens.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Disdukcapil notification hub: announcements and applicant updates to citizens.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 regions_app = typer.Typer(help="Regions and offices.", no_args_is_help=True)
 subscribers_app = typer.Typer(help="Subscribers.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys for intake systems and staff.", no_args_is_help=True)
@@ -42,8 +45,13 @@ err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 USER_ERRORS = (
-    announcements.AnnouncementError, subscriptions.SubscriptionError, applicants.ApplicantError, DataFileError,
-    RenderError, FileNotFoundError, ValueError,
+    announcements.AnnouncementError,
+    subscriptions.SubscriptionError,
+    applicants.ApplicantError,
+    DataFileError,
+    RenderError,
+    FileNotFoundError,
+    ValueError,
 )
 
 
@@ -53,8 +61,10 @@ class State:
 
 @app.callback()
 def main(
-    settings: Annotated[str | None, typer.Option("--settings", envvar="HUB_SETTINGS",
-                                                 help="Settings file (default: ./settings.toml).")] = None,
+    settings: Annotated[
+        str | None,
+        typer.Option("--settings", envvar="HUB_SETTINGS", help="Settings file (default: ./settings.toml)."),
+    ] = None,
 ) -> None:
     State.settings_path = settings
 
@@ -129,7 +139,9 @@ def _safe(url: str) -> str:
 
 
 @regions_app.command("load")
-def regions_load(file: Annotated[Path, typer.Argument(help="TOML with [[region]] and [[office]] tables.")]) -> None:
+def regions_load(
+    file: Annotated[Path, typer.Argument(help="TOML with [[region]] and [[office]] tables.")],
+) -> None:
     """Load regions, offices and their topics (format of shared/scenarios/offices.toml)."""
     from hub.regions import load, read_file
 
@@ -164,7 +176,9 @@ def subscribe(
     email: Annotated[str | None, typer.Option(help="Email address.")] = None,
     channel: Annotated[str, typer.Option(help="Channel when --address is used.")] = "email",
     address: Annotated[str | None, typer.Option(help="Address on --channel (chat id, number, ...).")] = None,
-    confirmed: Annotated[bool, typer.Option(help="Already opted in elsewhere: skip the confirmation.")] = False,
+    confirmed: Annotated[
+        bool, typer.Option(help="Already opted in elsewhere: skip the confirmation.")
+    ] = False,
     locale: Annotated[str, typer.Option(help="id or en.")] = "id",
 ) -> None:
     """Subscribe one address to a topic (double opt-in unless --confirmed)."""
@@ -172,8 +186,9 @@ def subscribe(
         channel, address = "email", email
     if not address:
         _fail("give --email or --address")
-    result = _run(lambda hub: subscriptions.subscribe(hub, topic, channel, address, confirmed=confirmed,
-                                                      locale=locale))
+    result = _run(
+        lambda hub: subscriptions.subscribe(hub, topic, channel, address, confirmed=confirmed, locale=locale)
+    )
     note = " (confirmation sent)" if result.confirmation_message_id else ""
     out.print(f"subscription {result.subscription_id}: {result.state}{note}")
 
@@ -190,20 +205,31 @@ def subscribers_import(
         _fail(f"{file}: no such file")
     text = file.read_text(encoding="utf-8-sig")
     counts = _run(lambda hub: subscriptions.import_csv(hub, text, topic, channel, confirmed=confirmed))
-    out.print(f"imported {counts['rows']} rows: {counts['new']} new, {counts['already_confirmed']} already confirmed")
+    out.print(
+        f"imported {counts['rows']} rows: {counts['new']} new, "
+        f"{counts['already_confirmed']} already confirmed"
+    )
 
 
 @app.command()
 def announce(
     topic: Annotated[list[str], typer.Option("--topic", help="Topic (repeatable).")] = [],  # noqa: B006
-    region: Annotated[list[str], typer.Option("--region", help="Region code: every office below (repeatable).")] = [],  # noqa: B006
-    template: Annotated[str, typer.Option(help="closure, hours_changed, online_only, link or free_text.")] = "free_text",
+    region: Annotated[
+        list[str], typer.Option("--region", help="Region code: every office below (repeatable).")
+    ] = [],  # noqa: B006
+    template: Annotated[
+        str, typer.Option(help="closure, hours_changed, online_only, link or free_text.")
+    ] = "free_text",
     data: Annotated[Path | None, typer.Option(help="JSON file with the template's values.")] = None,
     service: Annotated[list[str], typer.Option("--service", help="Affected service (repeatable).")] = [],  # noqa: B006
-    at: Annotated[str | None, typer.Option(help="Publish at (YYYY-MM-DD HH:MM, office time), default now.")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Publish at (YYYY-MM-DD HH:MM, office time), default now.")
+    ] = None,
     since: Annotated[str | None, typer.Option("--from", help="Valid from (date or time).")] = None,
     until: Annotated[str | None, typer.Option(help="Valid until: nothing goes out after it.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Show each channel's rendering and the audience; send nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Show each channel's rendering and the audience; send nothing.")
+    ] = False,
 ) -> None:
     """Write an announcement and publish it (or preview it with --dry-run)."""
     values: dict[str, Any] = {}
@@ -218,8 +244,13 @@ def announce(
             _fail(f"{data}: expected a JSON object")
     try:
         req = announcements.AnnouncementInput(
-            template=template, data=values, topics=topic, regions=region, services=service,
-            valid_from=parse_when(since) if since else None, valid_until=parse_when(until) if until else None,
+            template=template,
+            data=values,
+            topics=topic,
+            regions=region,
+            services=service,
+            valid_from=parse_when(since) if since else None,
+            valid_until=parse_when(until) if until else None,
             publish_at=parse_when(at) if at else None,
         )
     except ValueError as exc:
@@ -294,8 +325,14 @@ async def _watch(hub: Hub, message_id: int) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
 
 
 @app.command()
@@ -348,14 +385,24 @@ def run(
 
     async def work(hub: Hub) -> None:
         settings = hub.settings
-        config = uvicorn.Config(create_app(hub), host=host or settings.api.host, port=port or settings.api.port,
-                                log_level=settings.log.level.lower(), lifespan="on")
+        config = uvicorn.Config(
+            create_app(hub),
+            host=host or settings.api.host,
+            port=port or settings.api.port,
+            log_level=settings.log.level.lower(),
+            lifespan="on",
+        )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        tasks = [asyncio.ensure_future(server.serve()), asyncio.ensure_future(run_workers(hub)),
-                 *[asyncio.ensure_future(_listen(hub, name)) for name in _polling_channels(hub)]]
-        out.print(f"hub running on http://{config.host}:{config.port} (API docs at /docs); "
-                  f"channels: {', '.join(sorted(hub.channels)) or 'none'}; Ctrl+C stops")
+        tasks = [
+            asyncio.ensure_future(server.serve()),
+            asyncio.ensure_future(run_workers(hub)),
+            *[asyncio.ensure_future(_listen(hub, name)) for name in _polling_channels(hub)],
+        ]
+        out.print(
+            f"hub running on http://{config.host}:{config.port} (API docs at /docs); "
+            f"channels: {', '.join(sorted(hub.channels)) or 'none'}; Ctrl+C stops"
+        )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -374,8 +421,11 @@ def run(
 
 
 def _polling_channels(hub: Hub) -> list[str]:
-    return [name for name, conf in hub.settings.enabled_channels().items()
-            if conf.get("mode", "webhook") == "polling"]
+    return [
+        name
+        for name, conf in hub.settings.enabled_channels().items()
+        if conf.get("mode", "webhook") == "polling"
+    ]
 
 
 async def _listen(hub: Hub, name: str) -> None:

@@ -27,5 +27,7 @@ def parse_when(text: str, default_tz: str = "Asia/Jakarta") -> datetime:
     try:
         value = datetime.fromisoformat(text.replace(" ", "T", 1) if " " in text else text)
     except ValueError as exc:
-        raise ValueError(f"cannot read {text!r} as a date or time (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from exc
+        raise ValueError(
+            f"cannot read {text!r} as a date or time (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+        ) from exc
     return to_utc(value, default_tz).replace(tzinfo=UTC)

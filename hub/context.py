@@ -52,7 +52,9 @@ class Hub:
         if lane == "urgent" and type(channel).instance_per_lane and name in self.settings.enabled_channels():
             if name not in self.urgent_channels:
                 conf = self.settings.enabled_channels()[name]
-                self.urgent_channels[name] = type(channel).from_settings(conf, public_url=self.settings.hub.public_url)
+                self.urgent_channels[name] = type(channel).from_settings(
+                    conf, public_url=self.settings.hub.public_url
+                )
             channel = self.urgent_channels[name]
         if not any(c is channel for c in self._opened):
             await channel.open()
@@ -68,10 +70,18 @@ class Hub:
         await self.db.dispose()
 
 
-async def build_hub(settings: Settings, *, with_redis: bool = True, schema: str | None = None,
-                    extra_channels: dict[str, Channel] | None = None) -> Hub:
-    db = Database(settings.database.url, echo=settings.database.echo,
-                  schema=schema or settings.database.schema_name or None)
+async def build_hub(
+    settings: Settings,
+    *,
+    with_redis: bool = True,
+    schema: str | None = None,
+    extra_channels: dict[str, Channel] | None = None,
+) -> Hub:
+    db = Database(
+        settings.database.url,
+        echo=settings.database.echo,
+        schema=schema or settings.database.schema_name or None,
+    )
     secret = await db.secret_key(settings.hub.secret_key)
     hub = Hub(settings=settings, db=db, renderer=Renderer(settings.hub.templates_dir), secret=secret)
     hub.channels = load_channels(settings)

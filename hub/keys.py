@@ -25,8 +25,15 @@ async def create_key(hub: Hub, office_id: str, role: str, name: str) -> str:
     async with hub.db.transaction() as session:
         if await session.get(Office, office_id) is None:
             raise KeyRequestError(f"unknown office {office_id!r}")
-        session.add(ApiKey(office_id=office_id, role=role, name=name, prefix=prefix,
-                           key_hash=signing.digest(hub.secret, f"key:{secret}")))
+        session.add(
+            ApiKey(
+                office_id=office_id,
+                role=role,
+                name=name,
+                prefix=prefix,
+                key_hash=signing.digest(hub.secret, f"key:{secret}"),
+            )
+        )
     return f"hub_{prefix}_{secret}"
 
 

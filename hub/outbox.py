@@ -66,7 +66,9 @@ def render_all(hub: Hub, draft: Draft) -> dict[tuple[str, str], Rendered]:
     if not pairs:
         raise RenderError("no channel is enabled: nothing could be sent")
     return {
-        (ch, loc): hub.renderer.render(draft.group, draft.template, channel=ch, locale=loc, context=draft.context)
+        (ch, loc): hub.renderer.render(
+            draft.group, draft.template, channel=ch, locale=loc, context=draft.context
+        )
         for ch, loc in pairs
     }
 
@@ -88,7 +90,12 @@ async def create_message(hub: Hub, draft: Draft, *, state: str = "planning") -> 
         await session.flush()
         session.add_all(
             Rendering(
-                message_id=message.id, channel=ch, locale=loc, subject=r.subject, text=r.text, html=r.html,
+                message_id=message.id,
+                channel=ch,
+                locale=loc,
+                subject=r.subject,
+                text=r.text,
+                html=r.html,
                 buttons=r.buttons,
             )
             for (ch, loc), r in renderings.items()
@@ -121,8 +128,11 @@ def _audience(message: Message) -> Any:
             select(Endpoint.id.label("endpoint_id"), Endpoint.channel.label("channel"))
             .join(Subscription, Subscription.endpoint_id == Endpoint.id)
             .join(MessageTopic, MessageTopic.topic_id == Subscription.topic_id)
-            .where(MessageTopic.message_id == message.id, Subscription.state == "confirmed",
-                   Endpoint.active == true())
+            .where(
+                MessageTopic.message_id == message.id,
+                Subscription.state == "confirmed",
+                Endpoint.active == true(),
+            )
             .distinct()
         )
     # Applicant updates, confirmations and replies name their endpoints (topics there are context only).
@@ -182,8 +192,16 @@ async def plan_chunk(hub: Hub, message_id: int, enabled: Iterable[str]) -> Plann
         insert = (
             hub.db.insert(Delivery)
             .from_select(
-                ["message_id", "endpoint_id", "channel", "lane", "state", "next_attempt_at", "enqueued_at",
-                 "attempts"],
+                [
+                    "message_id",
+                    "endpoint_id",
+                    "channel",
+                    "lane",
+                    "state",
+                    "next_attempt_at",
+                    "enqueued_at",
+                    "attempts",
+                ],
                 rows,
             )
             .on_conflict_do_nothing(index_elements=["message_id", "endpoint_id"])
@@ -237,14 +255,28 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
                     and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
                 ),
             )
-            .values(state="sending", claim=token, lease_until=lease, attempts=deliveries.c.attempts + 1,
-                    updated_at=now)
+            .values(
+                state="sending",
+                claim=token,
+                lease_until=lease,
+                attempts=deliveries.c.attempts + 1,
+                updated_at=now,
+            )
         )
         rows = (
             await session.execute(
                 select(
-                    Delivery.id, Delivery.message_id, Delivery.lane, Delivery.channel, Endpoint.id, Endpoint.address,
-                    Endpoint.kind, Endpoint.active, Subscriber.locale, Message.state, Message.not_after,
+                    Delivery.id,
+                    Delivery.message_id,
+                    Delivery.lane,
+                    Delivery.channel,
+                    Endpoint.id,
+                    Endpoint.address,
+                    Endpoint.kind,
+                    Endpoint.active,
+                    Subscriber.locale,
+                    Message.state,
+                    Message.not_after,
                     Message.kind,
                 )
                 .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
@@ -271,13 +303,16 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
         for reason in set(skip.values()):
             ids = [i for i, r in skip.items() if r == reason]
             await session.execute(
-                update(deliveries).where(deliveries.c.id.in_(ids)).values(state="skipped", error=reason,
-                                                                          lease_until=None, updated_at=now)
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(state="skipped", error=reason, lease_until=None, updated_at=now)
             )
         contents = await _contents(session, {(r[1], r[3], r[8]) for r in live})
     items = []
     for r in live:
-        content = contents.get((r[1], r[3], r[8])) or contents.get((r[1], r[3], hub.settings.hub.default_locale))
+        content = contents.get((r[1], r[3], r[8])) or contents.get(
+            (r[1], r[3], hub.settings.hub.default_locale)
+        )
         if content is None:
             content = next(c for (m, ch, _), c in contents.items() if m == r[1] and ch == r[3])
         unsubscribe = None
@@ -289,7 +324,11 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
         content = _merge(content, merge)
         items.append(
             Outbound(
-                delivery_id=r[0], address=r[5], content=content, endpoint_kind=r[6], lane=r[2],
+                delivery_id=r[0],
+                address=r[5],
+                content=content,
+                endpoint_kind=r[6],
+                lane=r[2],
                 unsubscribe_url=unsubscribe,
             )
         )
@@ -308,7 +347,10 @@ async def _contents(session: Any, wanted: set[tuple[int, str, str]]) -> dict[tup
     ).scalars()
     return {
         (r.message_id, r.channel, r.locale): Content(
-            text=r.text, html=r.html, subject=r.subject, locale=r.locale,
+            text=r.text,
+            html=r.html,
+            subject=r.subject,
+            locale=r.locale,
             buttons=tuple(Button(**b) for b in r.buttons or ()),
         )
         for r in rows
@@ -323,7 +365,9 @@ def _merge(content: Content, fields: dict[str, str]) -> Content:
         page = page.replace(mark, value) if page else page
     if text is content.text and page is content.html:
         return content
-    return Content(text=text, html=page, subject=content.subject, buttons=content.buttons, locale=content.locale)
+    return Content(
+        text=text, html=page, subject=content.subject, buttons=content.buttons, locale=content.locale
+    )
 
 
 def link(hub: Hub, purpose: str, endpoint_id: int, message_id: int) -> str:
@@ -336,7 +380,8 @@ async def renew_lease(hub: Hub, token: str) -> None:
     lease = utcnow() + timedelta(seconds=hub.settings.queue.lease_seconds)
     async with hub.db.transaction() as session:
         await session.execute(
-            update(deliveries).where(deliveries.c.claim == token, deliveries.c.state == "sending")
+            update(deliveries)
+            .where(deliveries.c.claim == token, deliveries.c.state == "sending")
             .values(lease_until=lease)
         )
 
@@ -347,11 +392,18 @@ async def renew_lease(hub: Hub, token: str) -> None:
 
 _record = (
     update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claim == bindparam("b_claim"),
-           deliveries.c.state == "sending")
+    .where(
+        deliveries.c.id == bindparam("b_id"),
+        deliveries.c.claim == bindparam("b_claim"),
+        deliveries.c.state == "sending",
+    )
     .values(
-        state=bindparam("b_state"), provider_id=bindparam("b_provider"), error=bindparam("b_error"),
-        sent_at=bindparam("b_sent_at"), next_attempt_at=bindparam("b_next"), lease_until=None,
+        state=bindparam("b_state"),
+        provider_id=bindparam("b_provider"),
+        error=bindparam("b_error"),
+        sent_at=bindparam("b_sent_at"),
+        next_attempt_at=bindparam("b_next"),
+        lease_until=None,
         updated_at=bindparam("b_now"),
     )
 )
@@ -363,7 +415,9 @@ class Recorded:
     counts: dict[str, int]
 
 
-async def record(hub: Hub, token: str, results: Sequence[tuple[int, Outcome]], attempts: dict[int, int]) -> Recorded:
+async def record(
+    hub: Hub, token: str, results: Sequence[tuple[int, Outcome]], attempts: dict[int, int]
+) -> Recorded:
     """Write a group of outcomes in one transaction; returns what must be retried and when."""
     q = hub.settings.queue
     now = utcnow()
@@ -396,8 +450,16 @@ async def record(hub: Hub, token: str, results: Sequence[tuple[int, Outcome]], a
                 retry.append((delivery_id, now))
         counts[state] += 1
         params.append(
-            {"b_id": delivery_id, "b_claim": token, "b_state": state, "b_provider": provider,
-             "b_error": error[:500] if error else None, "b_sent_at": sent_at, "b_next": next_at, "b_now": now}
+            {
+                "b_id": delivery_id,
+                "b_claim": token,
+                "b_state": state,
+                "b_provider": provider,
+                "b_error": error[:500] if error else None,
+                "b_sent_at": sent_at,
+                "b_next": next_at,
+                "b_now": now,
+            }
         )
     if not params:
         return Recorded([], {})
@@ -411,12 +473,13 @@ async def record(hub: Hub, token: str, results: Sequence[tuple[int, Outcome]], a
 
 
 async def _deactivate(session: Any, gone: dict[int, str]) -> None:
-    rows = (await session.execute(
-        select(Delivery.id, Delivery.endpoint_id).where(Delivery.id.in_(list(gone)))
-    )).all()
+    rows = (
+        await session.execute(select(Delivery.id, Delivery.endpoint_id).where(Delivery.id.in_(list(gone))))
+    ).all()
     for delivery_id, endpoint_id in rows:
         await session.execute(
-            update(Endpoint.__table__).where(Endpoint.__table__.c.id == endpoint_id)
+            update(Endpoint.__table__)
+            .where(Endpoint.__table__.c.id == endpoint_id)
             .values(active=False, deactivated_reason=gone[delivery_id][:300])
         )
 
@@ -426,11 +489,14 @@ async def _move(session: Any, delivery_id: int, address: str) -> None:
     try:
         async with session.begin_nested():
             await session.execute(
-                update(Endpoint.__table__).where(Endpoint.__table__.c.id == endpoint_id).values(address=address)
+                update(Endpoint.__table__)
+                .where(Endpoint.__table__.c.id == endpoint_id)
+                .values(address=address)
             )
     except IntegrityError:
         await session.execute(
-            update(deliveries).where(deliveries.c.id == delivery_id)
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
             .values(state="failed", error="moved to an address another endpoint already has")
         )
 
@@ -449,8 +515,12 @@ async def release(hub: Hub, token: str, ids: Sequence[int], reason: str) -> list
     async with hub.db.transaction() as session:
         result = await session.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(list(ids)), deliveries.c.claim == token, deliveries.c.state == "sending")
-            .values(state="retrying", error=reason[:500], lease_until=None, next_attempt_at=now, updated_at=now)
+            .where(
+                deliveries.c.id.in_(list(ids)), deliveries.c.claim == token, deliveries.c.state == "sending"
+            )
+            .values(
+                state="retrying", error=reason[:500], lease_until=None, next_attempt_at=now, updated_at=now
+            )
             .returning(deliveries.c.id)
         )
         return [r[0] for r in result]
@@ -460,7 +530,9 @@ async def release(hub: Hub, token: str, ids: Sequence[int], reason: str) -> list
 # Reconciliation: find what is due in the database that Redis may no longer hold
 
 
-async def due_for_requeue(hub: Hub, *, redis_lost: bool, limit: int = 100_000) -> list[tuple[str, str, list[int]]]:
+async def due_for_requeue(
+    hub: Hub, *, redis_lost: bool, limit: int = 100_000
+) -> list[tuple[str, str, list[int]]]:
     """Deliveries to queue again: due and never/long ago enqueued, or held by a dead worker's lease."""
     now = utcnow()
     stale = now - timedelta(seconds=hub.settings.queue.stale_after_seconds)
@@ -481,14 +553,18 @@ async def due_for_requeue(hub: Hub, *, redis_lost: bool, limit: int = 100_000) -
             ids = [r[0] for r in rows]
             for start in range(0, len(ids), 5000):
                 await session.execute(
-                    update(deliveries).where(deliveries.c.id.in_(ids[start : start + 5000])).values(enqueued_at=now)
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(ids[start : start + 5000]))
+                    .values(enqueued_at=now)
                 )
     grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
     for delivery_id, lane, channel in rows:
         grouped[(lane, channel)].append(delivery_id)
     size = hub.settings.queue.batch_size
     return [
-        (lane, channel, ids[i : i + size]) for (lane, channel), ids in grouped.items() for i in range(0, len(ids), size)
+        (lane, channel, ids[i : i + size])
+        for (lane, channel), ids in grouped.items()
+        for i in range(0, len(ids), size)
     ]
 
 
@@ -503,14 +579,23 @@ async def messages_to_plan(hub: Hub) -> list[tuple[int, str, bool]]:
     table = Message.__table__
     async with hub.db.transaction() as session:
         # A schedule may have been moved earlier: its deferred job is then too late, so start a fresh one.
-        started = set((await session.execute(
-            update(table).where(table.c.state == "scheduled", table.c.send_at <= now).values(state="planning")
-            .returning(table.c.id)
-        )).scalars())
-        rows = (await session.execute(
-            select(Message.id, Message.lane, Message.plan_touched_at, Message.send_at)
-            .where(Message.state == "planning", Message.send_at <= now)
-        )).all()
+        started = set(
+            (
+                await session.execute(
+                    update(table)
+                    .where(table.c.state == "scheduled", table.c.send_at <= now)
+                    .values(state="planning")
+                    .returning(table.c.id)
+                )
+            ).scalars()
+        )
+        rows = (
+            await session.execute(
+                select(Message.id, Message.lane, Message.plan_touched_at, Message.send_at).where(
+                    Message.state == "planning", Message.send_at <= now
+                )
+            )
+        ).all()
     return [(r[0], r[1], r[0] in started or max(r[2] or r[3], r[3]) < stall) for r in rows]
 
 
@@ -557,8 +642,11 @@ async def cancel(hub: Hub, message_id: int, reason: str = "message cancelled") -
     now = utcnow()
     async with hub.db.transaction() as session:
         await session.execute(
-            update(Message.__table__).where(Message.__table__.c.id == message_id,
-                                            Message.__table__.c.state.in_(("scheduled", "planning", "planned")))
+            update(Message.__table__)
+            .where(
+                Message.__table__.c.id == message_id,
+                Message.__table__.c.state.in_(("scheduled", "planning", "planned")),
+            )
             .values(state="cancelled")
         )
         result = await session.execute(
@@ -575,12 +663,18 @@ async def unfinished(hub: Hub, horizon: float = 0.0) -> int:
     soon = now + timedelta(seconds=horizon)
     async with hub.db.session() as session:
         deliveries_due = await session.scalar(
-            select(func.count()).select_from(deliveries).where(
-                or_(and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= soon),
-                    deliveries.c.state == "sending")
+            select(func.count())
+            .select_from(deliveries)
+            .where(
+                or_(
+                    and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= soon),
+                    deliveries.c.state == "sending",
+                )
             )
         )
         planning = await session.scalar(
-            select(func.count()).select_from(Message).where(Message.state == "planning", Message.send_at <= now)
+            select(func.count())
+            .select_from(Message)
+            .where(Message.state == "planning", Message.send_at <= now)
         )
     return int(deliveries_due or 0) + int(planning or 0)

@@ -56,7 +56,7 @@ def _embedded_url(path: str) -> str:
 
 
 def _safe_url(url: str) -> str:
-    head, sep, tail = url.rpartition("@")
+    _, sep, tail = url.rpartition("@")
     return f"redis://***@{tail}" if sep else url
 
 
@@ -74,7 +74,9 @@ class Queue:
         """Write the epoch marker; True when it was missing (a new or wiped Redis)."""
         return bool(await self.redis.set(f"{self.prefix}:{EPOCH_KEY}", uuid.uuid4().hex, nx=True))
 
-    async def send(self, lane: str, channel: str, delivery_ids: Sequence[int], *, at: datetime | None = None) -> None:
+    async def send(
+        self, lane: str, channel: str, delivery_ids: Sequence[int], *, at: datetime | None = None
+    ) -> None:
         await self.redis.enqueue_job(
             "send_batch",
             channel,
@@ -89,7 +91,9 @@ class Queue:
         for start in range(0, len(batches), 500):
             await asyncio.gather(*(self.send(lane, ch, ids) for ch, ids in batches[start : start + 500]))
 
-    async def plan(self, message_id: int, lane: str, *, at: datetime | None = None, fresh: bool = False) -> bool:
+    async def plan(
+        self, message_id: int, lane: str, *, at: datetime | None = None, fresh: bool = False
+    ) -> bool:
         """Queue the fan-out of a message; the fixed job id makes a second request a no-op.
 
         ``fresh`` replaces a planner whose worker died (arq keeps its job id busy for a while).

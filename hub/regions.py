@@ -60,9 +60,7 @@ async def load(hub: Hub, data: dict[str, Any]) -> LoadReport:
     regions, offices = _validate(data)
     report = LoadReport()
     async with hub.db.transaction() as session:
-        paths: dict[str, str] = {
-            r.code: r.path for r in (await session.execute(select(Region))).scalars()
-        }
+        paths: dict[str, str] = {r.code: r.path for r in (await session.execute(select(Region))).scalars()}
         for entry in _parents_first(regions):
             parent = entry.get("parent")
             if parent and parent not in paths:
@@ -73,7 +71,9 @@ async def load(hub: Hub, data: dict[str, Any]) -> LoadReport:
             report.regions += 1
             for name in entry.get("kecamatan", []):
                 code = f"{entry['code']}.{slug(name)}"
-                await _upsert_region(session, code, f"Kecamatan {name}", "kecamatan", entry["code"], path + code + "/")
+                await _upsert_region(
+                    session, code, f"Kecamatan {name}", "kecamatan", entry["code"], path + code + "/"
+                )
                 paths[code] = path + code + "/"
                 report.regions += 1
         for entry in offices:
@@ -83,8 +83,15 @@ async def load(hub: Hub, data: dict[str, Any]) -> LoadReport:
             profile["changes"] = entry.get("change", [])
             office = await session.get(Office, entry["id"])
             if office is None:
-                session.add(Office(id=entry["id"], name=entry["name"], region_code=entry["region"],
-                                   timezone=entry.get("timezone", "Asia/Jakarta"), profile=profile))
+                session.add(
+                    Office(
+                        id=entry["id"],
+                        name=entry["name"],
+                        region_code=entry["region"],
+                        timezone=entry.get("timezone", "Asia/Jakarta"),
+                        profile=profile,
+                    )
+                )
             else:
                 office.name, office.region_code = entry["name"], entry["region"]
                 office.timezone, office.profile = entry.get("timezone", "Asia/Jakarta"), profile
@@ -106,8 +113,9 @@ async def ensure_topics(session: AsyncSession, office_id: str, office_name: str)
     return added
 
 
-async def _upsert_region(session: AsyncSession, code: str, name: str, level: str, parent: str | None,
-                         path: str) -> None:
+async def _upsert_region(
+    session: AsyncSession, code: str, name: str, level: str, parent: str | None, path: str
+) -> None:
     region = await session.get(Region, code)
     if region is None:
         session.add(Region(code=code, name=name, level=level, parent_code=parent, path=path))
@@ -126,7 +134,9 @@ def _validate(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
             if not isinstance(entry.get(key), str) or not entry[key].strip():
                 raise DataFileError(f"region #{i}: missing or empty {key!r}")
         if entry["level"] not in LEVELS:
-            raise DataFileError(f"region {entry['code']}: level {entry['level']!r} is not one of {', '.join(LEVELS)}")
+            raise DataFileError(
+                f"region {entry['code']}: level {entry['level']!r} is not one of {', '.join(LEVELS)}"
+            )
     for i, entry in enumerate(offices, 1):
         for key in ("id", "name", "region"):
             if not isinstance(entry.get(key), str) or not entry[key].strip():

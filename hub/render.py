@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from babel.dates import format_date, format_datetime
-from jinja2 import FileSystemLoader, pass_context, StrictUndefined, TemplateNotFound, UndefinedError, select_autoescape
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    UndefinedError,
+    pass_context,
+    select_autoescape,
+)
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
@@ -35,12 +42,22 @@ TZ_ABBREVIATION = {
 }
 DAYS = {
     "id": {
-        "monday": "Senin", "tuesday": "Selasa", "wednesday": "Rabu", "thursday": "Kamis",
-        "friday": "Jumat", "saturday": "Sabtu", "sunday": "Minggu",
+        "monday": "Senin",
+        "tuesday": "Selasa",
+        "wednesday": "Rabu",
+        "thursday": "Kamis",
+        "friday": "Jumat",
+        "saturday": "Sabtu",
+        "sunday": "Minggu",
     },
     "en": {
-        "monday": "Monday", "tuesday": "Tuesday", "wednesday": "Wednesday", "thursday": "Thursday",
-        "friday": "Friday", "saturday": "Saturday", "sunday": "Sunday",
+        "monday": "Monday",
+        "tuesday": "Tuesday",
+        "wednesday": "Wednesday",
+        "thursday": "Thursday",
+        "friday": "Friday",
+        "saturday": "Saturday",
+        "sunday": "Sunday",
     },
 }
 
@@ -86,7 +103,9 @@ class Renderer:
     def exists(self, group: str, name: str) -> bool:
         return (self.root / group / name).is_dir()
 
-    def render(self, group: str, name: str, *, channel: str, locale: str, context: dict[str, Any]) -> Rendered:
+    def render(
+        self, group: str, name: str, *, channel: str, locale: str, context: dict[str, Any]
+    ) -> Rendered:
         """Render one message for one channel and locale, or raise ``RenderError`` naming the cause."""
         if not self.exists(group, name):
             known = ", ".join(self.names(group)) or "none"
@@ -99,7 +118,9 @@ class Renderer:
         text = _tidy(self._block(text_template, "body", ctx))
         html_template = self._pick(group, name, channel, locale, "html")
         body_html = (
-            _tidy(self._block(html_template, "body", ctx)) if html_template else html.escape(text, quote=False)
+            _tidy(self._block(html_template, "body", ctx))
+            if html_template
+            else html.escape(text, quote=False)
         )
         unsubscribe = Markup(UNSUBSCRIBE_MARK) if context.get("unsubscribable", False) else ""
         layout_ctx = {**ctx, "subject": subject, "unsubscribe_url": unsubscribe}
@@ -173,13 +194,19 @@ def _tidy(text: str) -> str:
 
 @pass_context
 def validity(ctx: Any) -> str:
-    """"Berlaku 23 Maret 2020 sampai 6 April 2020." from the announcement's valid-from and valid-until."""
+    """ "Berlaku 23 Maret 2020 sampai 6 April 2020." from the announcement's valid-from and valid-until."""
     locale, tz = ctx.get("locale", "id"), ctx.get("tz", "Asia/Jakarta")
     start, end = ctx.get("valid_from"), ctx.get("valid_until")
     day = lambda v: format_day(v, locale, tz)  # noqa: E731
-    words = {"id": ("Berlaku", "sampai", "mulai"), "en": ("Valid", "until", "from")}.get(locale, ("Berlaku", "sampai", "mulai"))
+    words = {"id": ("Berlaku", "sampai", "mulai"), "en": ("Valid", "until", "from")}.get(
+        locale, ("Berlaku", "sampai", "mulai")
+    )
     if start and end:
-        return f"{words[0]} {day(start)} {words[1]} {day(end)}." if locale == "id" else f"Valid from {day(start)} until {day(end)}."
+        return (
+            f"{words[0]} {day(start)} {words[1]} {day(end)}."
+            if locale == "id"
+            else f"Valid from {day(start)} until {day(end)}."
+        )
     if start:
         return f"{words[0]} {words[2]} {day(start)}."
     if end:

@@ -48,14 +48,23 @@ def normalize(hub: Hub, channel: str, address: str) -> str:
         raise SubscriptionError(str(exc)) from None
 
 
-async def endpoint_for(session: AsyncSession, channel: str, address: str, *, kind: str = "person",
-                       locale: str = "id", reactivate: bool = True) -> Endpoint:
+async def endpoint_for(
+    session: AsyncSession,
+    channel: str,
+    address: str,
+    *,
+    kind: str = "person",
+    locale: str = "id",
+    reactivate: bool = True,
+) -> Endpoint:
     """The endpoint for an address, created with its own subscriber when new.
 
     A deactivated endpoint (a blocked bot, a bounced mailbox) comes back to life only when its owner asks
     again (``reactivate``), never by itself.
     """
-    endpoint = await session.scalar(select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address))
+    endpoint = await session.scalar(
+        select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address)
+    )
     if endpoint is None:
         subscriber = Subscriber(locale=locale)
         session.add(subscriber)
@@ -68,22 +77,36 @@ async def endpoint_for(session: AsyncSession, channel: str, address: str, *, kin
     return endpoint
 
 
-async def subscribe(hub: Hub, topic_slug: str, channel: str, address: str, *, confirmed: bool = False,
-                    locale: str = "id", kind: str = "person", send_confirmation: bool = True) -> SubscribeResult:
+async def subscribe(
+    hub: Hub,
+    topic_slug: str,
+    channel: str,
+    address: str,
+    *,
+    confirmed: bool = False,
+    locale: str = "id",
+    kind: str = "person",
+    send_confirmation: bool = True,
+) -> SubscribeResult:
     """Subscribe an address to a topic; unless ``confirmed``, ask the address to confirm (double opt-in)."""
     address = normalize(hub, channel, address)
     if locale not in hub.settings.hub.locales:
-        raise SubscriptionError(f"locale must be one of {', '.join(hub.settings.hub.locales)}, not {locale!r}")
+        raise SubscriptionError(
+            f"locale must be one of {', '.join(hub.settings.hub.locales)}, not {locale!r}"
+        )
     async with hub.db.transaction() as session:
         topic = await topic_by_slug(session, topic_slug)
         endpoint = await endpoint_for(session, channel, address, kind=kind, locale=locale)
-        subscription = await _set_state(session, topic.id, endpoint.id, "confirmed" if confirmed else "pending")
+        subscription = await _set_state(
+            session, topic.id, endpoint.id, "confirmed" if confirmed else "pending"
+        )
         result = SubscribeResult(subscription.id, endpoint.id, subscription.state)
         office = await session.get(Office, topic.office_id)
         topic_name, topic_id = topic.name, topic.id
     if subscription.state == "pending" and send_confirmation:
-        result.confirmation_message_id = await _ask_confirmation(hub, office, topic_id, topic_name,
-                                                                 [endpoint.id], channel, locale)
+        result.confirmation_message_id = await _ask_confirmation(
+            hub, office, topic_id, topic_name, [endpoint.id], channel, locale
+        )
     return result
 
 
@@ -101,13 +124,29 @@ async def _set_state(session: AsyncSession, topic_id: int, endpoint_id: int, wan
     return subscription
 
 
-async def _ask_confirmation(hub: Hub, office: Office | None, topic_id: int, topic_name: str,
-                            endpoint_ids: list[int], channel: str, locale: str) -> int:
+async def _ask_confirmation(
+    hub: Hub,
+    office: Office | None,
+    topic_id: int,
+    topic_name: str,
+    endpoint_ids: list[int],
+    channel: str,
+    locale: str,
+) -> int:
     office_ctx = {"id": office.id, "name": office.name, "timezone": office.timezone} if office else {}
     draft = outbox.Draft(
-        kind="confirmation", lane="urgent", group="system", template="confirm_subscription",
-        context={"office": office_ctx, "tz": office_ctx.get("timezone", "Asia/Jakarta"), "topic_name": topic_name},
-        office_id=office.id if office else None, topic_ids=[topic_id], endpoint_ids=endpoint_ids,
+        kind="confirmation",
+        lane="urgent",
+        group="system",
+        template="confirm_subscription",
+        context={
+            "office": office_ctx,
+            "tz": office_ctx.get("timezone", "Asia/Jakarta"),
+            "topic_name": topic_name,
+        },
+        office_id=office.id if office else None,
+        topic_ids=[topic_id],
+        endpoint_ids=endpoint_ids,
         renditions=[(channel, loc) for loc in hub.settings.hub.locales],
     )
     message = await outbox.create_message(hub, draft)
@@ -122,8 +161,11 @@ async def confirm(hub: Hub, token: str) -> int:
         topic_ids = await _message_topics(session, message_id)
         result = await session.execute(
             update(Subscription)
-            .where(Subscription.endpoint_id == endpoint_id, Subscription.topic_id.in_(topic_ids),
-                   Subscription.state == "pending")
+            .where(
+                Subscription.endpoint_id == endpoint_id,
+                Subscription.topic_id.in_(topic_ids),
+                Subscription.state == "pending",
+            )
             .values(state="confirmed", updated_at=utcnow())
         )
         await session.execute(update(Endpoint).where(Endpoint.id == endpoint_id).values(active=True))
@@ -141,7 +183,9 @@ async def unsubscribe_link(hub: Hub, token: str) -> int:
 async def unsubscribe(hub: Hub, channel: str, address: str, topic_slug: str | None = None) -> int:
     address = normalize(hub, channel, address)
     async with hub.db.transaction() as session:
-        endpoint = await session.scalar(select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address))
+        endpoint = await session.scalar(
+            select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address)
+        )
         if endpoint is None:
             return 0
         topic_ids = None
@@ -151,8 +195,9 @@ async def unsubscribe(hub: Hub, channel: str, address: str, topic_slug: str | No
 
 
 async def _unsubscribe(session: AsyncSession, endpoint_id: int, topic_ids: list[int] | None) -> int:
-    query = update(Subscription).where(Subscription.endpoint_id == endpoint_id,
-                                       Subscription.state != "unsubscribed")
+    query = update(Subscription).where(
+        Subscription.endpoint_id == endpoint_id, Subscription.state != "unsubscribed"
+    )
     if topic_ids is not None:
         query = query.where(Subscription.topic_id.in_(topic_ids))
     result = await session.execute(query.values(state="unsubscribed", updated_at=utcnow()))
@@ -164,9 +209,13 @@ async def _message_topics(session: AsyncSession, message_id: int) -> list[int]:
     if message is None:
         raise SubscriptionError("this link is no longer valid")
     source = message.corrects_message_id or message_id
-    return list((await session.execute(
-        select(MessageTopic.topic_id).where(MessageTopic.message_id.in_([message_id, source]))
-    )).scalars())
+    return list(
+        (
+            await session.execute(
+                select(MessageTopic.topic_id).where(MessageTopic.message_id.in_([message_id, source]))
+            )
+        ).scalars()
+    )
 
 
 def _read(hub: Hub, purpose: str, token: str) -> tuple[int, int]:
@@ -177,8 +226,9 @@ def _read(hub: Hub, purpose: str, token: str) -> tuple[int, int]:
     return endpoint_id, message_id
 
 
-async def import_csv(hub: Hub, text: str, topic_slug: str, channel: str = "email", *,
-                     confirmed: bool = False) -> dict[str, int]:
+async def import_csv(
+    hub: Hub, text: str, topic_slug: str, channel: str = "email", *, confirmed: bool = False
+) -> dict[str, int]:
     """Import addresses (column ``email`` or ``address``, optional ``locale``); all rows or none.
 
     Unconfirmed imports get one confirmation message with a personal link each.
@@ -198,7 +248,9 @@ async def import_csv(hub: Hub, text: str, topic_slug: str, channel: str = "email
             raise SubscriptionError(f"line {line}: {exc}") from None
         locale = (row.get("locale") or hub.settings.hub.default_locale).strip()
         if locale not in hub.settings.hub.locales:
-            raise SubscriptionError(f"line {line}: locale {locale!r} is not one of {hub.settings.hub.locales}")
+            raise SubscriptionError(
+                f"line {line}: locale {locale!r} is not one of {hub.settings.hub.locales}"
+            )
         rows.append((address, locale))
     counts = {"rows": len(rows), "new": 0, "already_confirmed": 0}
     pending_by_locale: dict[str, list[int]] = {}
@@ -207,9 +259,14 @@ async def import_csv(hub: Hub, text: str, topic_slug: str, channel: str = "email
         office = await session.get(Office, topic.office_id)
         for address, locale in rows:
             endpoint = await endpoint_for(session, channel, address, locale=locale)
-            before = await session.scalar(select(Subscription.state).where(
-                Subscription.topic_id == topic.id, Subscription.endpoint_id == endpoint.id))
-            subscription = await _set_state(session, topic.id, endpoint.id, "confirmed" if confirmed else "pending")
+            before = await session.scalar(
+                select(Subscription.state).where(
+                    Subscription.topic_id == topic.id, Subscription.endpoint_id == endpoint.id
+                )
+            )
+            subscription = await _set_state(
+                session, topic.id, endpoint.id, "confirmed" if confirmed else "pending"
+            )
             counts["new"] += before is None
             counts["already_confirmed"] += before == "confirmed"
             if subscription.state == "pending":
@@ -224,7 +281,9 @@ async def erase(hub: Hub, channel: str, address: str) -> bool:
     """Forget everything held on an address (the citizen's right to erasure)."""
     address = normalize(hub, channel, address)
     async with hub.db.transaction() as session:
-        endpoint = await session.scalar(select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address))
+        endpoint = await session.scalar(
+            select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address)
+        )
         if endpoint is None:
             return False
         subscriber_id = endpoint.subscriber_id
@@ -242,8 +301,13 @@ async def subscriber_view(hub: Hub, endpoint_id: int) -> dict[str, Any]:
         if endpoint is None:
             raise SubscriptionError("unknown endpoint")
         rows = await session.execute(
-            select(Topic.slug, Subscription.state).join(Topic, Topic.id == Subscription.topic_id)
+            select(Topic.slug, Subscription.state)
+            .join(Topic, Topic.id == Subscription.topic_id)
             .where(Subscription.endpoint_id == endpoint_id)
         )
-        return {"channel": endpoint.channel, "address": endpoint.address, "active": endpoint.active,
-                "subscriptions": {slug: state for slug, state in rows.all()}}
+        return {
+            "channel": endpoint.channel,
+            "address": endpoint.address,
+            "active": endpoint.active,
+            "subscriptions": {slug: state for slug, state in rows.all()},
+        }

@@ -56,8 +56,13 @@ async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[
         async for delivery_id, outcome in channel.send(claimed.items, hub.pacer):
             pending.discard(delivery_id)
             if outcome.__class__.__name__ != "Sent":
-                log.info("delivery_outcome", delivery_id=delivery_id, channel=channel_name,
-                         outcome=outcome.__class__.__name__, address=mask(_address(claimed, delivery_id)))
+                log.info(
+                    "delivery_outcome",
+                    delivery_id=delivery_id,
+                    channel=channel_name,
+                    outcome=outcome.__class__.__name__,
+                    address=mask(_address(claimed, delivery_id)),
+                )
             await recorder.add(delivery_id, outcome)
     except Exception as exc:  # an adapter bug must not strand rows in "sending"
         log.exception("adapter_failed", channel=channel_name, error=str(exc))
@@ -130,9 +135,13 @@ async def _requeue_retries(hub: Hub, retry: list[tuple[int, datetime]]) -> None:
     from hub.store.models import Delivery
 
     async with hub.db.session() as session:
-        rows = (await session.execute(
-            select(Delivery.id, Delivery.lane, Delivery.channel).where(Delivery.id.in_([i for i, _ in retry]))
-        )).all()
+        rows = (
+            await session.execute(
+                select(Delivery.id, Delivery.lane, Delivery.channel).where(
+                    Delivery.id.in_([i for i, _ in retry])
+                )
+            )
+        ).all()
     due = dict(retry)
     groups: dict[tuple[str, str, int], list[int]] = defaultdict(list)
     for delivery_id, lane, channel in rows:
@@ -164,7 +173,9 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
 # The worker process: one arq Worker per lane, sharing one event loop and one Hub
 
 
-def build_workers(hub: Hub, *, cron: bool = True, lanes: tuple[str, ...] = ("urgent", "bulk")) -> list[Worker]:
+def build_workers(
+    hub: Hub, *, cron: bool = True, lanes: tuple[str, ...] = ("urgent", "bulk")
+) -> list[Worker]:
     q = hub.settings.queue
     functions = [
         func(plan_message, name="plan_message", keep_result=0, timeout=JOB_TIMEOUT),
@@ -175,8 +186,16 @@ def build_workers(hub: Hub, *, cron: bool = True, lanes: tuple[str, ...] = ("urg
         crons = []
         if lane == "urgent" and cron:
             every = max(1, q.reconcile_every_seconds)
-            crons = [arq_cron(reconcile, name="reconcile", second=set(range(0, 60, every)), run_at_startup=True,
-                          keep_result=0, unique=True)]
+            crons = [
+                arq_cron(
+                    reconcile,
+                    name="reconcile",
+                    second=set(range(0, 60, every)),
+                    run_at_startup=True,
+                    keep_result=0,
+                    unique=True,
+                )
+            ]
         workers.append(
             Worker(
                 functions=functions,
@@ -201,8 +220,9 @@ async def run_workers(hub: Hub) -> None:
     await asyncio.gather(*(w.main() for w in build_workers(hub)))
 
 
-async def drain(hub: Hub, *, on_progress: Callable[[int], Any] | None = None, idle_checks: int = 3,
-                horizon: float = 5.0) -> None:
+async def drain(
+    hub: Hub, *, on_progress: Callable[[int], Any] | None = None, idle_checks: int = 3, horizon: float = 5.0
+) -> None:
     """Run both lanes until nothing is due: no job due in Redis, none running, nothing due in the database.
 
     Retries due within ``horizon`` seconds are waited for; later ones are left for a long-running worker.

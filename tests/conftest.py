@@ -124,18 +124,29 @@ async def _drop_schema(schema: str) -> None:
         await conn.close()
 
 
-def make_settings(db_url: str, redis_url: str, smtp_port: int | None = None, schema: str | None = None,
-                  **queue: Any) -> Settings:
+def make_settings(
+    db_url: str, redis_url: str, smtp_port: int | None = None, schema: str | None = None, **queue: Any
+) -> Settings:
     channels: dict[str, Any] = {}
     if smtp_port is not None:
-        channels["email"] = {"enabled": True, "host": "127.0.0.1", "port": smtp_port, "start_tls": False,
-                             "sender": "Disdukcapil <no-reply@disdukcapil.example.go.id>", "pool_size": 4,
-                             "allow_test_domains": True}
+        channels["email"] = {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": smtp_port,
+            "start_tls": False,
+            "sender": "Disdukcapil <no-reply@disdukcapil.example.go.id>",
+            "pool_size": 4,
+            "allow_test_domains": True,
+        }
     return load_settings(
         ROOT / "settings.toml",
         database={"url": db_url, "schema": schema or ""},
         redis={"url": redis_url, "embedded_fallback": False, "key_prefix": f"t{uuid.uuid4().hex[:8]}"},
-        hub={"public_url": "http://hub.test", "templates_dir": str(ROOT / "templates"), "secret_key": "test-key"},
+        hub={
+            "public_url": "http://hub.test",
+            "templates_dir": str(ROOT / "templates"),
+            "secret_key": "test-key",
+        },
         queue={"lease_seconds": 5, "stale_after_seconds": 30, "poll_delay": 0.01, **queue},
         channels=channels,
     )
@@ -153,7 +164,9 @@ async def start_hub(settings: Settings, **kwargs: Any) -> Hub:
 
 
 @pytest.fixture
-async def hub(database: tuple[str, str | None], redis_url: str, smtp: tuple[Mailbox, int]) -> AsyncIterator[Hub]:
+async def hub(
+    database: tuple[str, str | None], redis_url: str, smtp: tuple[Mailbox, int]
+) -> AsyncIterator[Hub]:
     url, schema = database
     instance = await start_hub(make_settings(url, redis_url, smtp[1], schema))
     try:

@@ -47,14 +47,20 @@ def write_settings(settings: Settings, path: Path) -> Path:
 
 
 @contextmanager
-def worker_processes(settings_file: Path, count: int = 1,
-                     env: dict[str, str] | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+def worker_processes(
+    settings_file: Path, count: int = 1, env: dict[str, str] | None = None
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Start ``count`` `hub worker` processes; always stop them (SIGTERM, then SIGKILL)."""
     environ = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "hub.cli", "--settings", str(settings_file), "worker"],
-                         cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "--settings", str(settings_file), "worker"],
+            cwd=ROOT,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         for _ in range(count)
     ]
     try:

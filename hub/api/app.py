@@ -47,7 +47,7 @@ def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> F
     app = FastAPI(
         title="Disdukcapil notification hub",
         version="1",
-        description="Announcements, applicant status updates and subscriptions for civil-registration offices.",
+        description="Announcements, applicant updates and subscriptions for civil-registration offices.",
         lifespan=lifespan,
     )
     if hub is not None:  # also without a lifespan run (ASGI test transports)
@@ -61,8 +61,9 @@ def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> F
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if p != "body")
-        return JSONResponse({"error": f"{where}: {first['msg']}", "details": jsonable(exc.errors())},
-                            status_code=422)
+        return JSONResponse(
+            {"error": f"{where}: {first['msg']}", "details": jsonable(exc.errors())}, status_code=422
+        )
 
     for error in DOMAIN_ERRORS:
         app.add_exception_handler(error, _domain_error)
@@ -81,7 +82,8 @@ def jsonable(errors: Any) -> Any:
 
 class AnnouncementBody(announcements.AnnouncementInput):
     action: Literal["draft", "publish"] = Field(
-        default="publish", description="draft: store only; publish: send now, or at publish_at")
+        default="publish", description="draft: store only; publish: send now, or at publish_at"
+    )
 
 
 class CorrectionBody(announcements.AnnouncementInput):
@@ -103,12 +105,14 @@ async def _staff_scope(hub: Hub, key: Any, office_id: str) -> None:
 async def _announcement_scope(hub: Hub, key: Any, req: announcements.AnnouncementInput) -> None:
     office_id, topic_ids = await announcements.resolve_topics(hub, req.topics, req.regions, req.services)
     async with hub.db.session() as session:
-        offices = set((await session.execute(select(Topic.office_id).where(Topic.id.in_(topic_ids)))).scalars())
+        offices = set(
+            (await session.execute(select(Topic.office_id).where(Topic.id.in_(topic_ids)))).scalars()
+        )
     for office in offices | {office_id}:
         await _staff_scope(hub, key, office)
 
 
-def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoints reads best
+def _routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["ops"])
     async def health(hub: HubDep) -> dict[str, Any]:
         async with hub.db.session() as session:
@@ -125,8 +129,12 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
         return await announcements.preview(hub, body)
 
     @app.post("/v1/announcements", status_code=201, tags=["announcements"])
-    async def create_announcement(body: AnnouncementBody, hub: HubDep, key: StaffKey,
-                                  idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+    async def create_announcement(
+        body: AnnouncementBody,
+        hub: HubDep,
+        key: StaffKey,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
         await _announcement_scope(hub, key, body)
         req = announcements.AnnouncementInput(**body.model_dump(exclude={"action"}))
 
@@ -148,12 +156,26 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
     async def get_announcement(announcement_id: int, hub: HubDep, key: StaffKey) -> dict[str, Any]:
         ann = await _own_announcement(hub, key, announcement_id)
         async with hub.db.session() as session:
-            message_ids = list((await session.execute(
-                select(Message.id).where(Message.announcement_id == announcement_id))).scalars())
-        return {"id": ann.id, "office_id": ann.office_id, "template": ann.template, "data": ann.data,
-                "state": ann.state, "targets": ann.targets, "services": ann.services,
-                "valid_from": ann.valid_from, "valid_until": ann.valid_until, "publish_at": ann.publish_at,
-                "messages": message_ids}
+            message_ids = list(
+                (
+                    await session.execute(
+                        select(Message.id).where(Message.announcement_id == announcement_id)
+                    )
+                ).scalars()
+            )
+        return {
+            "id": ann.id,
+            "office_id": ann.office_id,
+            "template": ann.template,
+            "data": ann.data,
+            "state": ann.state,
+            "targets": ann.targets,
+            "services": ann.services,
+            "valid_from": ann.valid_from,
+            "valid_until": ann.valid_until,
+            "publish_at": ann.publish_at,
+            "messages": message_ids,
+        }
 
     @app.post("/v1/announcements/{announcement_id}/publish", tags=["announcements"])
     async def publish(announcement_id: int, hub: HubDep, key: StaffKey) -> dict[str, Any]:
@@ -169,7 +191,9 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
         return {"id": announcement_id, "state": "cancelled", "skipped": skipped}
 
     @app.post("/v1/announcements/{announcement_id}/corrections", status_code=201, tags=["announcements"])
-    async def correction(announcement_id: int, body: CorrectionBody, hub: HubDep, key: StaffKey) -> dict[str, Any]:
+    async def correction(
+        announcement_id: int, body: CorrectionBody, hub: HubDep, key: StaffKey
+    ) -> dict[str, Any]:
         """A correction reaches exactly those who received the original."""
         await _own_announcement(hub, key, announcement_id)
         ann, message = await announcements.correct(hub, announcement_id, body)
@@ -186,16 +210,26 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
         return result
 
     @app.get("/v1/subscribers", tags=["subscribers"])
-    async def list_subscribers(hub: HubDep, key: StaffKey, topic: str | None = None, after: int = 0,
-                               limit: int = 100) -> dict[str, Any]:
+    async def list_subscribers(
+        hub: HubDep, key: StaffKey, topic: str | None = None, after: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
         """Subscriptions to this office's topics (and its subtree's), addresses masked."""
         limit = max(1, min(limit, 1000))
         async with hub.db.session() as session:
             query = (
-                select(Subscription.id, Topic.slug, Topic.office_id, Subscription.state, Endpoint.channel,
-                       Endpoint.address, Endpoint.active)
-                .join(Topic, Topic.id == Subscription.topic_id).join(Endpoint, Endpoint.id == Subscription.endpoint_id)
-                .where(Subscription.id > after).order_by(Subscription.id)
+                select(
+                    Subscription.id,
+                    Topic.slug,
+                    Topic.office_id,
+                    Subscription.state,
+                    Endpoint.channel,
+                    Endpoint.address,
+                    Endpoint.active,
+                )
+                .join(Topic, Topic.id == Subscription.topic_id)
+                .join(Endpoint, Endpoint.id == Subscription.endpoint_id)
+                .where(Subscription.id > after)
+                .order_by(Subscription.id)
             )
             if topic:
                 query = query.where(Topic.slug == topic)
@@ -205,8 +239,16 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
                 if row.office_id not in scope:
                     scope[row.office_id] = await office_in_scope(session, key.office_id, row.office_id)
                 if scope[row.office_id]:
-                    out.append({"id": row.id, "topic": row.slug, "state": row.state, "channel": row.channel,
-                                "address": mask(row.address), "active": row.active})
+                    out.append(
+                        {
+                            "id": row.id,
+                            "topic": row.slug,
+                            "state": row.state,
+                            "channel": row.channel,
+                            "address": mask(row.address),
+                            "active": row.active,
+                        }
+                    )
                 if len(out) == limit:
                     break
         return {"items": out, "next_after": out[-1]["id"] if len(out) == limit else None}
@@ -214,29 +256,47 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
     # -- applicants (intake systems) --------------------------------------------------------------------
 
     @app.post("/v1/applicants", status_code=201, tags=["applicants"])
-    async def open_case(body: applicants.CaseInput, hub: HubDep, key: IntakeKey,
-                        idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+    async def open_case(
+        body: applicants.CaseInput,
+        hub: HubDep,
+        key: IntakeKey,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
         """Open a case; returns the PIN and deep-link code to print on the applicant's receipt."""
 
         async def run() -> tuple[int, dict[str, Any]]:
             case = await applicants.open_case(hub, key.office_id, body)
-            links = {name: link for name, conf in hub.settings.enabled_channels().items()
-                     if (link := _deep_link(name, conf, case.link_code))}
-            return 201, {"reference": case.reference, "pin": case.pin, "link_code": case.link_code,
-                         "links": links}
+            links = {
+                name: link
+                for name, conf in hub.settings.enabled_channels().items()
+                if (link := _deep_link(name, conf, case.link_code))
+            }
+            return 201, {
+                "reference": case.reference,
+                "pin": case.pin,
+                "link_code": case.link_code,
+                "links": links,
+            }
 
         return await idempotent(hub, key, idempotency_key, body.model_dump(mode="json"), run)
 
     @app.post("/v1/applicants/{reference}/updates", status_code=202, tags=["applicants"])
-    async def case_update(reference: str, body: applicants.UpdateInput, hub: HubDep, key: IntakeKey,
-                          idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+    async def case_update(
+        reference: str,
+        body: applicants.UpdateInput,
+        hub: HubDep,
+        key: IntakeKey,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
         """Record a status change; it goes to every endpoint linked to the case on the urgent lane."""
 
         async def run() -> tuple[int, dict[str, Any]]:
             message_id = await applicants.post_update(hub, key.office_id, reference, body)
             return 202, {"reference": reference, "status": body.status, "message_id": message_id}
 
-        return await idempotent(hub, key, idempotency_key, {"ref": reference, **body.model_dump(mode="json")}, run)
+        return await idempotent(
+            hub, key, idempotency_key, {"ref": reference, **body.model_dump(mode="json")}, run
+        )
 
     # -- citizens: subscribe, confirm, unsubscribe --------------------------------------------------------
 
@@ -257,8 +317,10 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
     @app.get("/v1/unsubscribe/{token}", response_class=HTMLResponse, tags=["subscriptions"])
     async def unsubscribe_page(token: str) -> HTMLResponse:
         """A page with one button: link scanners that follow GET links unsubscribe no one."""
-        return _page(f'<form method="post"><p>{_say("id", "unsubscribe_q")}</p>'
-                     f'<button type="submit">{_say("id", "unsubscribe_btn")}</button></form>')
+        return _page(
+            f'<form method="post"><p>{_say("id", "unsubscribe_q")}</p>'
+            f'<button type="submit">{_say("id", "unsubscribe_btn")}</button></form>'
+        )
 
     @app.post("/v1/unsubscribe/{token}", response_class=HTMLResponse, tags=["subscriptions"])
     async def unsubscribe(token: str, hub: HubDep) -> HTMLResponse:
@@ -276,8 +338,9 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
     async def webhook(channel: str, request: Request, hub: HubDep) -> Response:
         if channel not in hub.channels:
             raise HTTPException(404, f"channel {channel!r} is not enabled")
-        incoming = WebhookRequest(headers=dict(request.headers), query=dict(request.query_params),
-                                  body=await request.body())
+        incoming = WebhookRequest(
+            headers=dict(request.headers), query=dict(request.query_params), body=await request.body()
+        )
         try:
             records, reply = await hub.channel(channel).handle_webhook(incoming)
         except WebhookRejected as exc:
@@ -291,8 +354,9 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of small endpoint
     @app.get("/v1/stats", tags=["ops"])
     async def stats(hub: HubDep, key: StaffKey) -> dict[str, Any]:
         async with hub.db.session() as session:
-            rows = await session.execute(select(Endpoint.channel, func.count()).where(Endpoint.active)
-                                         .group_by(Endpoint.channel))
+            rows = await session.execute(
+                select(Endpoint.channel, func.count()).where(Endpoint.active).group_by(Endpoint.channel)
+            )
         return {"active_endpoints": dict(rows.all())}
 
 
@@ -308,7 +372,9 @@ _TEXT = {
     "id": {
         "check_inbox": "Periksa kotak masuk Anda dan buka tautan konfirmasi.",
         "confirmed": "Terima kasih. Langganan Anda sudah dikonfirmasi.",
-        "unsubscribed": "Anda sudah berhenti berlangganan. Anda tidak akan menerima pesan lagi dari topik ini.",
+        "unsubscribed": (
+            "Anda sudah berhenti berlangganan. Anda tidak akan menerima pesan lagi dari topik ini."
+        ),
         "unsubscribe_q": "Berhenti berlangganan informasi ini?",
         "unsubscribe_btn": "Ya, berhenti berlangganan",
         "bad_link": "Tautan ini tidak valid atau sudah tidak berlaku.",
@@ -331,6 +397,7 @@ def _say(locale: str, key: str) -> str:
 def _page(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
         f'<!DOCTYPE html><html lang="id"><head><meta charset="utf-8"><title>Disdukcapil</title></head>'
-        f'<body style="font-family: Arial, sans-serif; max-width: 560px; margin: 40px auto;">{body}</body></html>',
+        '<body style="font-family: Arial, sans-serif; max-width: 560px; margin: 40px auto;">'
+        f"{body}</body></html>",
         status_code=status,
     )

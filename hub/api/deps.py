@@ -30,7 +30,9 @@ async def api_key(
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> ApiKey:
-    presented = x_api_key or (authorization[7:] if authorization and authorization.startswith("Bearer ") else None)
+    presented = x_api_key or (
+        authorization[7:] if authorization and authorization.startswith("Bearer ") else None
+    )
     if not presented:
         raise HTTPException(401, "missing API key (header 'Authorization: Bearer <key>' or 'X-API-Key')")
     key = await authenticate(hub, presented)
@@ -42,7 +44,9 @@ async def api_key(
 def role(*allowed: str) -> Callable[[ApiKey], Awaitable[ApiKey]]:
     async def check(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
         if key.role not in allowed:
-            raise HTTPException(403, f"this endpoint needs a key with role {' or '.join(allowed)}, not {key.role}")
+            raise HTTPException(
+                403, f"this endpoint needs a key with role {' or '.join(allowed)}, not {key.role}"
+            )
         return key
 
     return check
@@ -53,8 +57,13 @@ IntakeKey = Annotated[ApiKey, Depends(role("intake"))]
 AnyKey = Annotated[ApiKey, Depends(api_key)]
 
 
-async def idempotent(hub: Hub, key: ApiKey, idempotency_key: str | None, body: Any,
-                     run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]) -> JSONResponse:
+async def idempotent(
+    hub: Hub,
+    key: ApiKey,
+    idempotency_key: str | None,
+    body: Any,
+    run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+) -> JSONResponse:
     """Run once per (API key, Idempotency-Key); a repeat gets the first answer, a changed body a 422."""
     if not idempotency_key:
         status, payload = await run()
@@ -65,15 +74,27 @@ async def idempotent(hub: Hub, key: ApiKey, idempotency_key: str | None, body: A
     ttl = timedelta(hours=hub.settings.api.idempotency_ttl_hours)
     async with hub.db.transaction() as session:
         await session.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < utcnow() - ttl))
-        seen = await session.scalar(select(IdempotentRequest).where(
-            IdempotentRequest.api_key_id == key.id, IdempotentRequest.key == idempotency_key))
+        seen = await session.scalar(
+            select(IdempotentRequest).where(
+                IdempotentRequest.api_key_id == key.id, IdempotentRequest.key == idempotency_key
+            )
+        )
     if seen is not None:
         if seen.request_hash != digest:
             raise HTTPException(422, "Idempotency-Key was already used with a different request body")
-        return JSONResponse(seen.response, status_code=seen.status_code, headers={"Idempotent-Replayed": "true"})
+        return JSONResponse(
+            seen.response, status_code=seen.status_code, headers={"Idempotent-Replayed": "true"}
+        )
     status, payload = await run()
     if status < 500:
         async with hub.db.transaction() as session:
-            session.add(IdempotentRequest(api_key_id=key.id, key=idempotency_key, request_hash=digest,
-                                          status_code=status, response=payload))
+            session.add(
+                IdempotentRequest(
+                    api_key_id=key.id,
+                    key=idempotency_key,
+                    request_hash=digest,
+                    status_code=status,
+                    response=payload,
+                )
+            )
     return JSONResponse(payload, status_code=status)

@@ -6,7 +6,7 @@ Times are naive UTC everywhere in the store; the edges convert to an office's ti
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -29,7 +29,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class KeyValue(Base):
@@ -143,7 +143,9 @@ class ApplicantCase(Base):
 
 class CaseEndpoint(Base):
     __tablename__ = "case_endpoints"
-    case_id: Mapped[int] = mapped_column(ForeignKey("applicant_cases.id", ondelete="CASCADE"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("applicant_cases.id", ondelete="CASCADE"), primary_key=True
+    )
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True)
 
 

@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from hub.cli import app
-
 from tests.conftest import SAMPLE, make_settings
 from tests.workers import write_settings
 
@@ -25,8 +24,13 @@ def prepared_db(tmp_path_factory) -> Path:
     settings = make_settings(f"sqlite+aiosqlite:///{folder / 'hub.db'}", "redis://127.0.0.1:6379/15")
     path = write_settings(settings, folder / "settings.toml")
     for args in (["init"], ["regions", "load", str(SAMPLE)]):
-        subprocess.run([sys.executable, "-m", "hub.cli", "--settings", str(path), *args], check=True,
-                       capture_output=True, cwd=folder, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "hub.cli", "--settings", str(path), *args],
+            check=True,
+            capture_output=True,
+            cwd=folder,
+            timeout=120,
+        )
     return folder / "hub.db"
 
 
@@ -37,8 +41,13 @@ def cli(tmp_path, redis_url, smtp, prepared_db):
     path = write_settings(settings, tmp_path / "settings.toml")
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "hub.cli", "--settings", str(path), *args], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "--settings", str(path), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if ok:
             assert result.returncode == 0, result.stderr
         return result
@@ -48,8 +57,20 @@ def cli(tmp_path, redis_url, smtp, prepared_db):
 
 def test_help_on_every_command():
     runner = CliRunner()
-    for args in ([], ["announce"], ["worker"], ["subscribers", "import"], ["status"], ["run"], ["init"],
-                 ["regions", "load"], ["keys", "create"], ["relays", "code"], ["subscribe"], ["cancel"]):
+    for args in (
+        [],
+        ["announce"],
+        ["worker"],
+        ["subscribers", "import"],
+        ["status"],
+        ["run"],
+        ["init"],
+        ["regions", "load"],
+        ["keys", "create"],
+        ["relays", "code"],
+        ["subscribe"],
+        ["cancel"],
+    ):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, args
 
@@ -62,19 +83,53 @@ def test_init_and_load_are_idempotent(cli):
 def test_announce_publish_drain_and_status(cli, tmp_path, smtp):
     mailbox = smtp[0]
     (tmp_path / "people.csv").write_text("email,locale\nsatu@mail.example.com,id\ndua@mail.example.com,en\n")
-    assert "imported 2 rows: 2 new" in cli("subscribers", "import", "people.csv", "--topic", "kota-pekalongan",
-                                           "--confirmed").stdout
-    (tmp_path / "hours.json").write_text(json.dumps({
-        "hours": {"monday": "08:00-11:00", "tuesday": "08:00-11:00", "wednesday": "08:00-11:00",
-                  "thursday": "08:00-11:00", "friday": "08:00-10:00"},
-        "daily_quota": 50, "health_protocol": ["jaga jarak antrean", "cuci tangan", "masker", "cek suhu"]}))
-    preview = cli("announce", "--topic", "kota-pekalongan", "--template", "hours_changed", "--data", "hours.json",
-                  "--dry-run").stdout
-    assert "recipients: 2" in preview and "- Jumat: 08.00–10.00 WIB" in preview and "- Friday: 08:00–10:00 WIB" in preview
+    assert (
+        "imported 2 rows: 2 new"
+        in cli("subscribers", "import", "people.csv", "--topic", "kota-pekalongan", "--confirmed").stdout
+    )
+    (tmp_path / "hours.json").write_text(
+        json.dumps(
+            {
+                "hours": {
+                    "monday": "08:00-11:00",
+                    "tuesday": "08:00-11:00",
+                    "wednesday": "08:00-11:00",
+                    "thursday": "08:00-11:00",
+                    "friday": "08:00-10:00",
+                },
+                "daily_quota": 50,
+                "health_protocol": ["jaga jarak antrean", "cuci tangan", "masker", "cek suhu"],
+            }
+        )
+    )
+    preview = cli(
+        "announce",
+        "--topic",
+        "kota-pekalongan",
+        "--template",
+        "hours_changed",
+        "--data",
+        "hours.json",
+        "--dry-run",
+    ).stdout
+    assert (
+        "recipients: 2" in preview
+        and "- Jumat: 08.00–10.00 WIB" in preview
+        and "- Friday: 08:00–10:00 WIB" in preview
+    )
     assert mailbox.messages == []
 
-    published = cli("announce", "--topic", "kota-pekalongan", "--template", "hours_changed", "--data", "hours.json",
-                    "--until", "2099-01-01").stdout
+    published = cli(
+        "announce",
+        "--topic",
+        "kota-pekalongan",
+        "--template",
+        "hours_changed",
+        "--data",
+        "hours.json",
+        "--until",
+        "2099-01-01",
+    ).stdout
     message_id = published.split("message ")[1].split()[0]
     cli("worker", "--burst")
     status = json.loads(cli("status", message_id, "--json").stdout)
@@ -84,20 +139,51 @@ def test_announce_publish_drain_and_status(cli, tmp_path, smtp):
     assert "Quota: 50 people a day." in by_locale["en"].get_body(("plain",)).get_content()
 
 
-@pytest.mark.parametrize(("args", "files", "expected"), [
-    (["subscribe", "--topic", "kota-serang", "--email", "not-an-address"], {}, "invalid email address"),
-    (["subscribe", "--topic", "nowhere", "--email", "a@mail.example.com"], {}, "unknown topic 'nowhere'"),
-    (["announce", "--topic", "kota-serang", "--template", "free_text", "--data", "bad.json"],
-     {"bad.json": "{not json"}, "bad.json: not valid JSON"),
-    (["announce", "--topic", "kota-serang", "--template", "free_text", "--data", "d.json"],
-     {"d.json": '{"title": "a"}'}, "text: Field required"),
-    (["announce", "--topic", "kota-serang", "--template", "free_text", "--data", "d.json", "--from", "2030-02-01",
-      "--until", "2030-01-01"], {"d.json": '{"title": "a", "text": "b"}'}, "valid-until must be after valid-from"),
-    (["announce", "--topic", "kota-serang", "--template", "nope"], {}, "unknown template 'nope'"),
-    (["subscribers", "import", "rows.csv", "--topic", "kota-serang"],
-     {"rows.csv": "email\nok@mail.example.com\nbroken\n"}, "line 3: invalid email address"),
-    (["regions", "load", "broken.toml"], {"broken.toml": "[[office]]\nid = 'x'\n"}, "office #1: missing or empty 'name'"),
-])
+@pytest.mark.parametrize(
+    ("args", "files", "expected"),
+    [
+        (["subscribe", "--topic", "kota-serang", "--email", "not-an-address"], {}, "invalid email address"),
+        (["subscribe", "--topic", "nowhere", "--email", "a@mail.example.com"], {}, "unknown topic 'nowhere'"),
+        (
+            ["announce", "--topic", "kota-serang", "--template", "free_text", "--data", "bad.json"],
+            {"bad.json": "{not json"},
+            "bad.json: not valid JSON",
+        ),
+        (
+            ["announce", "--topic", "kota-serang", "--template", "free_text", "--data", "d.json"],
+            {"d.json": '{"title": "a"}'},
+            "text: Field required",
+        ),
+        (
+            [
+                "announce",
+                "--topic",
+                "kota-serang",
+                "--template",
+                "free_text",
+                "--data",
+                "d.json",
+                "--from",
+                "2030-02-01",
+                "--until",
+                "2030-01-01",
+            ],
+            {"d.json": '{"title": "a", "text": "b"}'},
+            "valid-until must be after valid-from",
+        ),
+        (["announce", "--topic", "kota-serang", "--template", "nope"], {}, "unknown template 'nope'"),
+        (
+            ["subscribers", "import", "rows.csv", "--topic", "kota-serang"],
+            {"rows.csv": "email\nok@mail.example.com\nbroken\n"},
+            "line 3: invalid email address",
+        ),
+        (
+            ["regions", "load", "broken.toml"],
+            {"broken.toml": "[[office]]\nid = 'x'\n"},
+            "office #1: missing or empty 'name'",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_nothing_is_created(cli, tmp_path, smtp, args, files, expected):
     for name, text in files.items():
         (tmp_path / name).write_text(text)

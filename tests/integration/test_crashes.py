@@ -21,8 +21,14 @@ from hub.keys import create_key
 from tests.conftest import make_settings, start_hub
 from tests.workers import kill, worker_processes, write_settings
 
-QUEUE = {"lease_seconds": 2, "reconcile_every_seconds": 1, "stale_after_seconds": 3, "flush_every": 5,
-         "bulk_jobs": 10, "urgent_jobs": 10}
+QUEUE = {
+    "lease_seconds": 2,
+    "reconcile_every_seconds": 1,
+    "stale_after_seconds": 3,
+    "flush_every": 5,
+    "bulk_jobs": 10,
+    "urgent_jobs": 10,
+}
 POOL = 4
 
 
@@ -42,8 +48,9 @@ async def chub(database, redis_url, smtp, tmp_path):
 async def _broadcast(hub, count: int) -> tuple[list[str], int]:
     addresses = [f"warga{i:04d}@mail.example.com" for i in range(count)]
     await subscriptions.import_csv(hub, "email\n" + "\n".join(addresses), "kota-pekalongan", confirmed=True)
-    req = announcements.AnnouncementInput(template="closure", topics=["kota-pekalongan"],
-                                          data={"mode": "restricted", "period_days": 14})
+    req = announcements.AnnouncementInput(
+        template="closure", topics=["kota-pekalongan"], data={"mode": "restricted", "period_days": 14}
+    )
     _, message = await announcements.create(hub, req, publish=True)
     return addresses, message.id
 
@@ -110,11 +117,17 @@ async def test_applicant_update_overtakes_a_draining_broadcast(chub, mailbox):
     addresses, message_id = await _broadcast(chub, 2000)
     key = await create_key(chub, "kota-pekalongan", "intake", "siak")
     transport = httpx.ASGITransport(app=create_app(chub))
-    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test",
-                                 headers={"Authorization": f"Bearer {key}"}) as api:
-        opened = await api.post("/v1/applicants", json={
-            "reference": "KK-2020-0042", "document": "KK",
-            "contacts": [{"channel": "email", "address": "pemohon@mail.example.com"}]})
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://hub.test", headers={"Authorization": f"Bearer {key}"}
+    ) as api:
+        opened = await api.post(
+            "/v1/applicants",
+            json={
+                "reference": "KK-2020-0042",
+                "document": "KK",
+                "contacts": [{"channel": "email", "address": "pemohon@mail.example.com"}],
+            },
+        )
         assert opened.status_code == 201, opened.text
 
         async def broadcast_started() -> bool:
@@ -123,8 +136,10 @@ async def test_applicant_update_overtakes_a_draining_broadcast(chub, mailbox):
         with worker_processes(chub.settings_file):
             await _until(broadcast_started, 30, "the broadcast to start")
             posted = time.monotonic()
-            update = await api.post("/v1/applicants/KK-2020-0042/updates", json={
-                "status": "ready", "pickup_place": "loket 3 Dindukcapil Kota Pekalongan"})
+            update = await api.post(
+                "/v1/applicants/KK-2020-0042/updates",
+                json={"status": "ready", "pickup_place": "loket 3 Dindukcapil Kota Pekalongan"},
+            )
             assert update.status_code == 202, update.text
 
             async def applicant_heard() -> bool:

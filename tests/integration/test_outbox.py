@@ -46,8 +46,10 @@ class Scripted(Channel):
 async def shub(database, redis_url, smtp):
     url, schema = database
     channel = Scripted()
-    hub = await start_hub(make_settings(url, redis_url, smtp[1], schema, retry_base_seconds=0.05,
-                                        retry_max_seconds=0.2), extra_channels={"scripted": channel})
+    hub = await start_hub(
+        make_settings(url, redis_url, smtp[1], schema, retry_base_seconds=0.05, retry_max_seconds=0.2),
+        extra_channels={"scripted": channel},
+    )
     hub.scripted = channel  # type: ignore[attr-defined]
     try:
         yield hub
@@ -61,16 +63,19 @@ async def _subscribe(hub, addresses, topic="kota-serang"):
 
 
 async def _announce(hub, topic="kota-serang", **extra):
-    req = announcements.AnnouncementInput(template="free_text", topics=[topic],
-                                          data={"title": "Uji", "text": "Pesan uji."}, **extra)
+    req = announcements.AnnouncementInput(
+        template="free_text", topics=[topic], data={"title": "Uji", "text": "Pesan uji."}, **extra
+    )
     return await announcements.create(hub, req, publish=True)
 
 
 async def _states(hub, message_id):
     async with hub.db.session() as session:
-        rows = await session.execute(select(Endpoint.address, Delivery.state, Delivery.error)
-                                     .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-                                     .where(Delivery.message_id == message_id))
+        rows = await session.execute(
+            select(Endpoint.address, Delivery.state, Delivery.error)
+            .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+            .where(Delivery.message_id == message_id)
+        )
         return {a: (s, e) for a, s, e in rows.all()}
 
 
@@ -93,7 +98,9 @@ async def test_a_second_run_of_a_send_job_sends_nothing(shub):
     _, message = await _announce(shub)
     await plan_message({"hub": shub}, message.id)
     async with shub.db.session() as session:
-        ids = list((await session.execute(select(Delivery.id).where(Delivery.message_id == message.id))).scalars())
+        ids = list(
+            (await session.execute(select(Delivery.id).where(Delivery.message_id == message.id))).scalars()
+        )
     first = await send_batch({"hub": shub}, "scripted", ids)
     second = await send_batch({"hub": shub}, "scripted", ids)
     assert first == {"sent": 3}
@@ -176,8 +183,10 @@ async def test_correction_reaches_exactly_the_original_recipients(shub):
     await _subscribe(shub, ["newcomer"])  # subscribed after the original went out
     await subscriptions.unsubscribe(shub, "scripted", "r2")  # left: a correction still informs them
     shub.scripted.sent.clear()
-    req = announcements.AnnouncementInput(template="free_text", data={"title": "Ralat", "text": "Jam yang benar."})
-    _, correction = await announcements.correct(shub, ann.id, req)
+    req = announcements.AnnouncementInput(
+        template="free_text", data={"title": "Ralat", "text": "Jam yang benar."}
+    )
+    await announcements.correct(shub, ann.id, req)
     await drain(shub)
     assert sorted(a for _, a, _ in shub.scripted.sent) == ["r1", "r2"]
     assert all("Jam yang benar." in text for _, _, text in shub.scripted.sent)
@@ -187,7 +196,9 @@ async def test_region_reaches_every_office_below_it(shub):
     await _subscribe(shub, ["serang-kota"], topic="kota-serang")
     await _subscribe(shub, ["serang-kab"], topic="kabupaten-serang/ktp-el")
     await _subscribe(shub, ["pekalongan"], topic="kota-pekalongan")
-    req = announcements.AnnouncementInput(template="free_text", regions=["36"], data={"title": "T", "text": "x"})
+    req = announcements.AnnouncementInput(
+        template="free_text", regions=["36"], data={"title": "T", "text": "x"}
+    )
     await announcements.create(shub, req, publish=True)
     await drain(shub)
     assert sorted(a for _, a, _ in shub.scripted.sent) == ["serang-kab", "serang-kota"]
@@ -204,13 +215,28 @@ async def test_an_endpoint_on_two_targeted_topics_gets_one_message(shub):
 async def test_bad_input_creates_nothing(shub):
     bad = [
         ({"template": "nope", "topics": ["kota-serang"]}, "unknown template 'nope'"),
-        ({"template": "free_text", "topics": ["nowhere"], "data": {"title": "a", "text": "b"}}, "unknown topic"),
-        ({"template": "hours_changed", "topics": ["kota-serang"], "data": {"hours": {"monday": "8-11"}}},
-         "hours for 'monday' must look like 08:00-11:00"),
-        ({"template": "link", "topics": ["kota-serang"], "data": {"link_name": "E-pusda"}}, "data for template 'link'"),
-        ({"template": "free_text", "topics": ["kota-serang"], "data": {"title": "a", "text": "b"},
-          "valid_from": datetime.now(UTC) + timedelta(days=2), "valid_until": datetime.now(UTC) + timedelta(days=1)},
-         "valid-until must be after valid-from"),
+        (
+            {"template": "free_text", "topics": ["nowhere"], "data": {"title": "a", "text": "b"}},
+            "unknown topic",
+        ),
+        (
+            {"template": "hours_changed", "topics": ["kota-serang"], "data": {"hours": {"monday": "8-11"}}},
+            "hours for 'monday' must look like 08:00-11:00",
+        ),
+        (
+            {"template": "link", "topics": ["kota-serang"], "data": {"link_name": "E-pusda"}},
+            "data for template 'link'",
+        ),
+        (
+            {
+                "template": "free_text",
+                "topics": ["kota-serang"],
+                "data": {"title": "a", "text": "b"},
+                "valid_from": datetime.now(UTC) + timedelta(days=2),
+                "valid_until": datetime.now(UTC) + timedelta(days=1),
+            },
+            "valid-until must be after valid-from",
+        ),
     ]
     for fields, expected in bad:
         with pytest.raises(announcements.AnnouncementError, match=expected):
