@@ -18,9 +18,19 @@ from hub.clock import to_utc, utcnow
 from hub.context import Hub
 from hub.regions import offices_under
 from hub.render import UNSUBSCRIBE_MARK, RenderError
-from hub.store.models import Announcement, Endpoint, Message, MessageTopic, Office, Subscription, Topic
+from hub.store.models import (
+    Announcement,
+    Endpoint,
+    Message,
+    MessageTopic,
+    Office,
+    Subscriber,
+    Subscription,
+    Topic,
+)
 
-DAY_KEYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+#: Facts from ``Channel.describe`` that cost per recipient and add up over an audience.
+COST_FACTS = ("segments", "parts")
 
 
 class AnnouncementError(ValueError):
@@ -288,16 +298,26 @@ async def preview(hub: Hub, req: AnnouncementInput) -> dict[str, Any]:
     """Each channel's rendering per locale, its cost facts, and how many endpoints it would reach."""
     draft, _ = await prepare(hub, req)
     renderings = outbox.render_all(hub, draft)
-    counts = await audience_counts(hub, draft.topic_ids)
+    by_locale = await audience_counts(hub, draft.topic_ids)
+    counts: dict[str, int] = {}
+    for (channel, _), n in by_locale.items():
+        counts[channel] = counts.get(channel, 0) + n
     channels: dict[str, Any] = {}
     for (channel, locale), rendered in renderings.items():
         entry = channels.setdefault(channel, {"recipients": counts.get(channel, 0), "renderings": {}})
         facts = hub.channels[channel].describe(
             Content(text=rendered.text, html=rendered.html, subject=rendered.subject)
         )
+        readers = by_locale.get((channel, locale), 0)
+        # Per-recipient costs (SMS segments, Telegram parts) times the readers of this language.
+        totals = {
+            f"total_{k}": v * readers for k, v in facts.items() if k in COST_FACTS and isinstance(v, int)
+        }
         entry["renderings"][locale] = {
             "subject": rendered.subject,
+            "recipients": readers,
             **facts,
+            **totals,
             "text": rendered.text.replace(UNSUBSCRIBE_MARK, "<unsubscribe link>"),
             "html": (rendered.html or "").replace(UNSUBSCRIBE_MARK, "#unsubscribe"),
         }
@@ -309,19 +329,25 @@ async def preview(hub: Hub, req: AnnouncementInput) -> dict[str, Any]:
     }
 
 
-async def audience_counts(hub: Hub, topic_ids: list[int]) -> dict[str, int]:
+async def audience_counts(hub: Hub, topic_ids: list[int]) -> dict[tuple[str, str], int]:
+    """Confirmed, active endpoints per (channel, language) for these topics."""
     if not topic_ids:
         return {}
     async with hub.db.session() as session:
         distinct = (
-            select(Endpoint.id, Endpoint.channel)
+            select(Endpoint.id, Endpoint.channel, Subscriber.locale)
+            .join(Subscriber, Subscriber.id == Endpoint.subscriber_id)
             .join(Subscription, Subscription.endpoint_id == Endpoint.id)
             .where(Subscription.topic_id.in_(topic_ids), Subscription.state == "confirmed", Endpoint.active)
             .distinct()
             .subquery()
         )
-        rows = await session.execute(select(distinct.c.channel, func.count()).group_by(distinct.c.channel))
-        return {channel: n for channel, n in rows.all()}
+        rows = await session.execute(
+            select(distinct.c.channel, distinct.c.locale, func.count()).group_by(
+                distinct.c.channel, distinct.c.locale
+            )
+        )
+        return {(channel, locale): n for channel, locale, n in rows.all()}
 
 
 async def cancel(hub: Hub, announcement_id: int) -> int:

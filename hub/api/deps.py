@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from hub.clock import utcnow
 from hub.context import Hub
@@ -64,7 +64,11 @@ async def idempotent(
     body: Any,
     run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
 ) -> JSONResponse:
-    """Run once per (API key, Idempotency-Key); a repeat gets the first answer, a changed body a 422."""
+    """Run once per (API key, Idempotency-Key); a repeat gets the first answer, a changed body a 422.
+
+    A placeholder row is claimed before the work starts, so two concurrent requests with one key cannot
+    both run: the second gets 409 until the first has answered.
+    """
     if not idempotency_key:
         status, payload = await run()
         return JSONResponse(payload, status_code=status)
@@ -72,29 +76,38 @@ async def idempotent(
         raise HTTPException(422, "Idempotency-Key is longer than 200 characters")
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     ttl = timedelta(hours=hub.settings.api.idempotency_ttl_hours)
+    where = (IdempotentRequest.api_key_id == key.id, IdempotentRequest.key == idempotency_key)
     async with hub.db.transaction() as session:
         await session.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < utcnow() - ttl))
-        seen = await session.scalar(
-            select(IdempotentRequest).where(
-                IdempotentRequest.api_key_id == key.id, IdempotentRequest.key == idempotency_key
+        claimed = await session.execute(
+            hub.db.insert(IdempotentRequest)
+            .values(
+                api_key_id=key.id,
+                key=idempotency_key,
+                request_hash=digest,
+                status_code=0,
+                response={},
+                created_at=utcnow(),
             )
+            .on_conflict_do_nothing(index_elements=["api_key_id", "key"])
         )
+        seen = None if claimed.rowcount else await session.scalar(select(IdempotentRequest).where(*where))
     if seen is not None:
         if seen.request_hash != digest:
             raise HTTPException(422, "Idempotency-Key was already used with a different request body")
+        if seen.status_code == 0:
+            raise HTTPException(409, "a request with this Idempotency-Key is still being processed")
         return JSONResponse(
             seen.response, status_code=seen.status_code, headers={"Idempotent-Replayed": "true"}
         )
-    status, payload = await run()
-    if status < 500:
-        async with hub.db.transaction() as session:
-            session.add(
-                IdempotentRequest(
-                    api_key_id=key.id,
-                    key=idempotency_key,
-                    request_hash=digest,
-                    status_code=status,
-                    response=payload,
-                )
-            )
+    try:
+        status, payload = await run()
+    except BaseException:
+        async with hub.db.transaction() as session:  # nothing was done: the key may be used again
+            await session.execute(delete(IdempotentRequest).where(*where))
+        raise
+    async with hub.db.transaction() as session:
+        await session.execute(
+            update(IdempotentRequest).where(*where).values(status_code=status, response=payload)
+        )
     return JSONResponse(payload, status_code=status)

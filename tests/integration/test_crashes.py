@@ -68,6 +68,14 @@ async def _done(hub, message_id: int) -> bool:
     return bool(status and status["done"])
 
 
+async def test_two_workers_drain_one_broadcast_without_doubling(chub, mailbox):
+    addresses, message_id = await _broadcast(chub, 600)
+    with worker_processes(chub.settings_file, count=2):
+        await _until(lambda: _done(chub, message_id), 60, "two workers to drain the broadcast")
+    received = Counter(m["To"] for m in mailbox.messages)
+    assert set(received) == set(addresses) and max(received.values()) == 1
+
+
 async def test_sigkill_mid_broadcast_loses_nothing(chub, mailbox):
     addresses, message_id = await _broadcast(chub, 400)
 
