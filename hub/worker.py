@@ -161,9 +161,10 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     for message_id, lane, stalled in await outbox.messages_to_plan(hub):
         planned += bool(await hub.queue.plan(message_id, lane, fresh=stalled or redis_lost))
     batches = await outbox.due_for_requeue(hub, redis_lost=redis_lost)
-    for lane, channel, ids in batches:
-        if channel in hub.channels:
-            await hub.queue.send(lane, channel, ids)
+    for lane in ("urgent", "bulk"):
+        await hub.queue.send_many(
+            lane, [(ch, ids) for ln, ch, ids in batches if ln == lane and ch in hub.channels]
+        )
     if batches or planned:
         log.info("reconciled", batches=len(batches), plans=planned)
     return {"batches": len(batches), "plans": planned}

@@ -91,6 +91,13 @@ class SynapseServer:
             data = resp.json()
         return MatrixUser(data["user_id"], data["access_token"], data["device_id"], password)
 
+    def register_many(self, prefix: str, count: int) -> list[MatrixUser]:
+        """``count`` users named ``<prefix>-<n>``, registered in parallel."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda n: self.register(f"{prefix}-{n}"), range(count)))
+
     def register_user(self, name: str, admin: bool = False) -> tuple[str, str]:
         """``(user_id, access_token)`` of a new user."""
         user = self.register(name, admin=admin)
@@ -206,6 +213,7 @@ def write_config(directory: Path, port: int, shared_secret: str) -> Path:
         "url_preview_enabled": False,
         "enable_metrics": False,
         "presence": {"enabled": False},
+        "bcrypt_rounds": 4,  # registering dozens of test users must not cost a quarter second each
         **_RATE_LIMITS,
     }
     path = directory / "homeserver.yaml"
@@ -265,10 +273,15 @@ class Person:
         return dict(resp.json())
 
     async def create_room(self, *, invite: Sequence[str] = (), public: bool = False,
-                          alias: str | None = None, encrypted: bool = False) -> str:
+                          alias: str | None = None, encrypted: bool = False, name: str | None = None,
+                          is_direct: bool = False) -> str:
         body: dict[str, Any] = {"preset": "public_chat" if public else "private_chat", "invite": list(invite)}
         if alias:
             body["room_alias_name"] = alias
+        if name:
+            body["name"] = name
+        if is_direct:
+            body["is_direct"] = True
         if encrypted:
             body["initial_state"] = [{"type": "m.room.encryption", "state_key": "",
                                       "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
@@ -283,10 +296,12 @@ class Person:
     async def kick(self, room_id: str, user_id: str) -> None:
         await self.call("POST", f"/rooms/{quote(room_id)}/kick", {"user_id": user_id, "reason": "test"})
 
-    async def say(self, room_id: str, body: str) -> None:
+    async def say(self, room_id: str, body: str) -> str:
+        """Send an m.text message; returns its event id."""
         txn = uuid.uuid4().hex
-        await self.call("PUT", f"/rooms/{quote(room_id)}/send/m.room.message/{txn}",
-                        {"msgtype": "m.text", "body": body})
+        sent = await self.call("PUT", f"/rooms/{quote(room_id)}/send/m.room.message/{txn}",
+                               {"msgtype": "m.text", "body": body})
+        return str(sent["event_id"])
 
     async def messages(self, room_id: str) -> list[dict[str, Any]]:
         """The room's m.room.message events, oldest first."""
@@ -300,3 +315,19 @@ class Person:
     async def invites(self) -> dict[str, Any]:
         data = await self.call("GET", "/sync?timeout=0")
         return dict(data.get("rooms", {}).get("invite", {}))
+
+    async def rooms_with(self, user_id: str) -> list[str]:
+        """Every room (joined, or invited to) whose inviter or member is ``user_id``: a citizen's rooms with
+        the bot. Invitations are accepted, so the caller can read the messages."""
+        data = await self.call("GET", "/sync?timeout=0")
+        found = []
+        for room_id, info in data.get("rooms", {}).get("invite", {}).items():
+            if any(e.get("sender") == user_id for e in info["invite_state"]["events"]):
+                await self.join(room_id)
+                found.append(room_id)
+        for room_id in (await self.call("GET", "/joined_rooms"))["joined_rooms"]:
+            if room_id not in found:
+                members = await self.call("GET", f"/rooms/{quote(room_id)}/joined_members")
+                if user_id in members["joined"]:
+                    found.append(room_id)
+        return found
