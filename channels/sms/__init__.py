@@ -1,0 +1,354 @@
+"""The SMS channel: Indonesian mobile numbers, GSM-7/UCS-2 cost control, weighted gateway failover,
+delivery reports and keyword commands (``DAFTAR``, ``JAM``, ``LACAK``…) sent by citizens.
+
+Settings (``[channels.sms]``)::
+
+    enabled = true               # read by the hub (settings.enabled_channels); ignored here
+    sender = "DUKCAPIL"          # sender id / short code (must be registered with the operators)
+    number = "1500537"           # the number citizens text keywords to (used for ``sms:`` links)
+    max_segments = 6             # longer texts are rejected, not silently billed ×10
+    transliterate = true         # curly quotes, dashes, accents → GSM-7 when that avoids UCS-2
+    dlr_secret = "…"             # HMAC key for the per-delivery token in delivery-report URLs
+    mo_secret = "…"              # the ``k`` parameter Kannel's sms-service get-url must carry
+    concurrency = 16             # sends in flight per process, all batches together (gateways slow down
+                                 # when flooded: Kannel's smsbox takes fewer messages/s at 64 than at 16)
+    failure_threshold = 5        # consecutive retry-later errors that take a gateway out of rotation
+    cooloff_seconds = 30         # how long it stays out before one probe is let through
+    mo_per_minute = 10           # inbound SMS taken from one number per minute (per API process)
+
+    [[channels.sms.gateways]]
+    driver = "kannel"            # or "http"; see channels/sms/drivers.py for each driver's keys
+    weight = 3
+    rate_per_second = 10
+    url = "http://127.0.0.1:13013"
+    username = "hub"
+    password = "…"
+
+Kannel's sms-service for inbound SMS must not reply itself (``max-messages = 0``) and calls::
+
+    get-url = "https://hub.example/v1/channels/sms/webhook?kind=mo&k=<mo_secret>&from=%p&text=%a"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from channels.base import (
+    Channel,
+    Content,
+    Inbound,
+    InvalidAddress,
+    Outbound,
+    Outcome,
+    Pacer,
+    Rate,
+    RecipientGone,
+    Rejected,
+    RetryLater,
+    WebhookRejected,
+    WebhookRequest,
+    WebhookResponse,
+)
+from channels.sms.drivers import AmbiguousRetry, Failover, Gateway, build_gateway
+from channels.sms.numbers import mask_msisdn, normalize_msisdn
+from channels.sms.segments import TooManySegments, analyze, check_segments, transliterate
+
+log = logging.getLogger(__name__)
+
+#: Keyword → (canonical command, locale). Indonesian first; English synonyms answer in English.
+KEYWORDS: dict[str, tuple[str, str]] = {
+    "DAFTAR": ("daftar", "id"),
+    "BERHENTI": ("berhenti", "id"),
+    "STOP": ("berhenti", "id"),
+    "JAM": ("jam", "id"),
+    "LAYANAN": ("layanan", "id"),
+    "LACAK": ("lacak", "id"),
+    "INFO": ("info", "id"),
+    "SUBSCRIBE": ("daftar", "en"),
+    "UNSUBSCRIBE": ("berhenti", "en"),
+    "HOURS": ("jam", "en"),
+    "SERVICES": ("layanan", "en"),
+    "TRACK": ("lacak", "en"),
+    "HELP": ("info", "en"),
+    # The hub's own command words, which its help text names (``langganan - berlangganan …``).
+    "LANGGANAN": ("langganan", "id"),
+    "BANTUAN": ("bantuan", "id"),
+    "DATAKU": ("dataku", "id"),
+    "HAPUS": ("hapus", "id"),
+    "MYDATA": ("dataku", "en"),
+    "ERASE": ("hapus", "en"),
+}
+
+#: Kannel DLR types (the ``%d`` of the dlr-url): 1 delivered, 2 undelivered, 16 rejected by the SMSC.
+#: 4 (buffered at SMSC) and 8 (accepted by SMSC) are not final and yield no record.
+DLR_STATUS = {1: "delivered", 2: "failed", 16: "failed"}
+
+WEBHOOK_PATH = "/v1/channels/sms/webhook"
+
+
+class SmsChannel(Channel):
+    """SMS through one or more gateways, chosen by weight, with failover and circuit breakers."""
+
+    name: ClassVar[str] = "sms"
+    batch_size: ClassVar[int] = 100
+
+    def __init__(
+        self,
+        gateways: Sequence[Gateway],
+        *,
+        public_url: str,
+        dlr_secret: str,
+        mo_secret: str = "",
+        max_segments: int = 6,
+        transliterate: bool = False,
+        concurrency: int = 16,
+        failure_threshold: int = 5,
+        cooloff_seconds: float = 30.0,
+        mo_per_minute: int = 10,
+    ):
+        if not dlr_secret:
+            raise ValueError("channels.sms: dlr_secret is required (it signs delivery-report URLs)")
+        if max_segments < 1:
+            raise ValueError("channels.sms: max_segments must be at least 1")
+        self.gateways = list(gateways)
+        self.failover = Failover(self.gateways, threshold=failure_threshold, cooloff=cooloff_seconds)
+        self.public_url = public_url.rstrip("/")
+        self._dlr_key = dlr_secret.encode()
+        self._mo_secret = mo_secret
+        self.max_segments = max_segments
+        self.transliterate = transliterate
+        self.concurrency = max(1, concurrency)
+        self.mo_limit = MoLimiter(mo_per_minute)
+        self._in_flight: asyncio.Semaphore | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, public_url: str) -> SmsChannel:
+        known = {
+            "enabled", "sender", "number", "max_segments", "transliterate", "gateways", "dlr_secret",
+            "mo_secret", "concurrency", "failure_threshold", "cooloff_seconds", "mo_per_minute",
+        }  # fmt: skip
+        unknown = set(settings) - known
+        if unknown:
+            raise ValueError(f"channels.sms: unknown settings {sorted(unknown)}")
+        sender = str(settings.get("sender", ""))
+        confs = settings.get("gateways") or []
+        if not confs:
+            raise ValueError("channels.sms: at least one [[channels.sms.gateways]] table is required")
+        gateways = [build_gateway(conf, index=i, sender=sender) for i, conf in enumerate(confs)]
+        return cls(
+            gateways,
+            public_url=public_url,
+            dlr_secret=str(settings.get("dlr_secret", "")),
+            mo_secret=str(settings.get("mo_secret", "")),
+            max_segments=int(settings.get("max_segments", 6)),
+            transliterate=bool(settings.get("transliterate", False)),
+            concurrency=int(settings.get("concurrency", 16)),
+            failure_threshold=int(settings.get("failure_threshold", 5)),
+            cooloff_seconds=float(settings.get("cooloff_seconds", 30.0)),
+            mo_per_minute=int(settings.get("mo_per_minute", 10)),
+        )
+
+    async def open(self) -> None:
+        for gateway in self.gateways:
+            await gateway.open()
+
+    async def close(self) -> None:
+        for gateway in self.gateways:
+            await gateway.close()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Addresses and cost
+
+    def normalize_address(self, raw: str) -> str:
+        return normalize_msisdn(raw)
+
+    def mask_address(self, address: str) -> str:
+        return mask_msisdn(address)
+
+    def prepare_text(self, text: str) -> str:
+        """The text as it will go over the air (transliterated to GSM-7 when configured and possible)."""
+        return transliterate(text) if self.transliterate else text
+
+    def describe(self, content: Content) -> dict[str, Any]:
+        info = analyze(self.prepare_text(content.text))
+        return {"encoding": info.encoding, "segments": info.segments, "characters": info.characters}
+
+    # ----------------------------------------------------------------------------------------------------
+    # Delivery-report tokens
+
+    def dlr_token(self, delivery_id: int) -> str:
+        """An HMAC of the delivery id: only URLs we issued can report on a delivery."""
+        return hmac.new(self._dlr_key, f"sms-dlr:{delivery_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def dlr_url(self, delivery_id: int) -> str:
+        # Kannel replaces %d with the DLR type when it calls the URL.
+        return (
+            f"{self.public_url}{WEBHOOK_PATH}?kind=dlr&d={delivery_id}&t={self.dlr_token(delivery_id)}&s=%d"
+        )
+
+    # ----------------------------------------------------------------------------------------------------
+    # Sending
+
+    async def send(self, items: Sequence[Outbound], pacer: Pacer) -> AsyncIterator[tuple[int, Outcome]]:
+        if self._in_flight is None:
+            # Shared by every batch this instance sends (a worker runs several jobs at once).
+            self._in_flight = asyncio.Semaphore(self.concurrency)
+        semaphore = self._in_flight
+
+        async def run(item: Outbound) -> tuple[int, Outcome]:
+            async with semaphore:
+                try:
+                    return item.delivery_id, await self._send_one(item, pacer)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # one recipient's surprise must not sink the batch
+                    log.exception("sms: unexpected error sending delivery %s", item.delivery_id)
+                    return item.delivery_id, RetryLater(f"unexpected error: {type(exc).__name__}: {exc}")
+
+        tasks = [asyncio.ensure_future(run(item)) for item in items]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                yield await next_done
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send_one(self, item: Outbound, pacer: Pacer) -> Outcome:
+        try:
+            to = normalize_msisdn(item.address)
+        except InvalidAddress as exc:
+            return RecipientGone(str(exc))
+        text = self.prepare_text(item.content.text)
+        if not text.strip():
+            return Rejected("the SMS text is empty")
+        try:
+            info = check_segments(text, self.max_segments)
+        except TooManySegments as exc:
+            return Rejected(str(exc))
+        dlr_url = self.dlr_url(item.delivery_id)
+
+        last: RetryLater | None = None
+        for gateway in self.failover.attempts():
+            await pacer.wait([Rate(gateway.rate_key, gateway.rate_per_second)], lane=item.lane)
+            outcome = await gateway.send(
+                to, text, coding=info.encoding, delivery_id=item.delivery_id, dlr_url=dlr_url
+            )
+            self.failover.record(gateway, outcome)
+            if not isinstance(outcome, RetryLater):
+                return outcome
+            log.warning(
+                "sms: gateway %s could not take delivery %s to %s: %s",
+                gateway.name, item.delivery_id, mask_msisdn(to), outcome.reason,
+            )  # fmt: skip
+            if outcome.delay:
+                await pacer.pause(gateway.rate_key, outcome.delay)
+            if isinstance(outcome, AmbiguousRetry):
+                # The gateway may have taken it: another gateway now could deliver it twice.
+                return RetryLater(outcome.reason, outcome.delay)
+            last = outcome
+        if last is None:
+            return RetryLater(
+                "every SMS gateway is cooling off after repeated failures", self.failover.retry_in() or None
+            )
+        return RetryLater(f"no SMS gateway took the message; last error: {last.reason}", last.delay)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Webhooks: delivery reports and inbound SMS
+
+    async def handle_webhook(self, request: WebhookRequest) -> tuple[list[Inbound], WebhookResponse]:
+        kind = request.query.get("kind", "")
+        if kind == "dlr":
+            return self._handle_dlr(request.query), WebhookResponse(200, "ok")
+        if kind == "mo":
+            return self._handle_mo(request.query), WebhookResponse(200, "")
+        return [], WebhookResponse(400, "unknown webhook kind")
+
+    def _handle_dlr(self, query: Mapping[str, str]) -> list[Inbound]:
+        raw_id, token = query.get("d", ""), query.get("t", "")
+        if not raw_id.isdigit():
+            raise WebhookRejected("SMS delivery report without a valid delivery id")
+        delivery_id = int(raw_id)
+        if not hmac.compare_digest(token.encode(), self.dlr_token(delivery_id).encode()):
+            raise WebhookRejected("SMS delivery report with a wrong token")
+        raw_type = query.get("s", "")
+        status = DLR_STATUS.get(int(raw_type)) if raw_type.isdigit() else None
+        if status is None:
+            return []  # intermediate (queued / accepted by SMSC) or a gateway that gave no type
+        return [Inbound(channel=self.name, kind="receipt", delivery_id=delivery_id, receipt_status=status)]
+
+    def _handle_mo(self, query: Mapping[str, str]) -> list[Inbound]:
+        if not self._mo_secret:
+            raise WebhookRejected("inbound SMS refused: channels.sms.mo_secret is not configured")
+        if not hmac.compare_digest(query.get("k", "").encode(), self._mo_secret.encode()):
+            raise WebhookRejected("inbound SMS with a wrong shared secret")
+        try:
+            sender = normalize_msisdn(query.get("from", ""))
+        except InvalidAddress:
+            log.info("sms: ignoring inbound SMS from a sender that is not an Indonesian mobile number")
+            return []
+        if not self.mo_limit.allow(sender):
+            log.warning(
+                "sms: inbound SMS from %s over the per-number limit; not answered", mask_msisdn(sender)
+            )
+            return []
+        return [parse_mo(sender, query.get("text", ""), channel=self.name)]
+
+
+class MoLimiter:
+    """At most ``per_minute`` inbound SMS per number in any 60 s, so one phone (or a loop between two
+    auto-responders) cannot make the hub send and pay for reply after reply. In-process: each API process
+    keeps its own windows; ``0`` turns the limit off."""
+
+    def __init__(self, per_minute: int, *, window: float = 60.0, max_numbers: int = 100_000):
+        self.per_minute, self.window, self.max_numbers = per_minute, window, max_numbers
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def allow(self, number: str, now: float | None = None) -> bool:
+        if self.per_minute <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        times = self._seen.pop(number, None) or deque()
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        allowed = len(times) < self.per_minute
+        if allowed:
+            times.append(now)
+        self._seen[number] = times  # most recent last: the oldest numbers are forgotten first
+        while len(self._seen) > self.max_numbers:
+            self._seen.popitem(last=False)
+        return allowed
+
+
+def parse_mo(sender: str, text: str, *, channel: str = "sms") -> Inbound:
+    """An inbound SMS → a ``command`` record when its first word is a keyword, else ``text``."""
+    words = text.split()
+    if words:
+        keyword = words[0].strip(".,!?:;#/").upper()
+        if keyword in KEYWORDS:
+            command, locale = KEYWORDS[keyword]
+            return Inbound(
+                channel=channel,
+                kind="command",
+                address=sender,
+                sender=sender,
+                command=command,
+                args=tuple(words[1:]),
+                text=text.strip(),
+                locale=locale,
+            )
+    return Inbound(channel=channel, kind="text", address=sender, sender=sender, text=text.strip())
+
+
+CHANNEL = SmsChannel
+
+__all__ = ["CHANNEL", "KEYWORDS", "MoLimiter", "SmsChannel", "parse_mo"]
