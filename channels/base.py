@@ -201,6 +201,9 @@ class Channel(ABC):
     #: The hub opens one instance per lane, so urgent sends never queue for connections bulk sends hold.
     #: An adapter whose session must be unique per process (a Matrix device) sets this to False.
     instance_per_lane: ClassVar[bool] = True
+    #: Inbound is read by the worker process that sends (a Matrix device syncs where it sends);
+    #: otherwise by `hub listen <channel>` or `hub run`, in one process per deployment.
+    listens_in_worker: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -212,6 +215,10 @@ class Channel(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Close connections; called once at shutdown."""
+
+    async def ready(self) -> bool:
+        """False while this process may not send (another process owns the session); jobs wait."""
+        return True
 
     @abstractmethod
     def normalize_address(self, raw: str) -> str:

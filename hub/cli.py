@@ -345,7 +345,8 @@ def worker(
     async def work(hub: Hub) -> None:
         if not burst:
             out.print(f"worker started; channels: {', '.join(sorted(hub.channels)) or 'none'}")
-            await _until_signal(run_workers(hub))
+            listeners = [_listen(hub, name) for name in _polling_channels(hub, in_worker=True)]
+            await _until_signal(asyncio.gather(run_workers(hub), *listeners))
             return
         with _progress() as bar:
             task = bar.add_task("draining", total=None)
@@ -420,11 +421,13 @@ def run(
     _run(work, migrate=True)
 
 
-def _polling_channels(hub: Hub) -> list[str]:
+def _polling_channels(hub: Hub, *, in_worker: bool | None = None) -> list[str]:
+    """Channels that pull their inbound; ``in_worker`` picks those a worker process must read itself."""
     return [
         name
-        for name, conf in hub.settings.enabled_channels().items()
-        if conf.get("mode", "webhook") == "polling"
+        for name, channel in hub.channels.items()
+        if getattr(channel, "mode", None) == "polling"
+        and (in_worker is None or type(channel).listens_in_worker == in_worker)
     ]
 
 
@@ -438,7 +441,13 @@ async def _listen(hub: Hub, name: str) -> None:
 @app.command()
 def listen(channel: Annotated[str, typer.Argument(help="Channel to poll, e.g. telegram.")]) -> None:
     """Receive a channel's inbound messages by polling (for offices without a public address)."""
-    _run(lambda hub: _until_signal(_listen(hub, channel)))
+
+    async def work(hub: Hub) -> None:
+        if type(hub.channel(channel)).listens_in_worker:
+            raise ValueError(f"{channel} is read by the worker that owns its session: run `hub worker`")
+        await _until_signal(_listen(hub, channel))
+
+    _run(work)
 
 
 @keys_app.command("create")

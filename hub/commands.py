@@ -24,19 +24,32 @@ from hub.store.models import Announcement, Endpoint, KeyValue, Office, Subscript
 from hub.subscriptions import _set_state, _unsubscribe, endpoint_for
 
 SYNONYMS = {
-    "start": "start", "mulai": "start",
-    "langganan": "langganan", "daftar": "langganan", "subscribe": "langganan",
-    "berhenti": "berhenti", "stop": "berhenti", "unsubscribe": "berhenti",
-    "jam": "jam", "hours": "jam",
-    "layanan": "layanan", "services": "layanan",
-    "lacak": "lacak", "track": "lacak",
-    "bantuan": "bantuan", "info": "bantuan", "help": "bantuan",
-    "kelurahan": "kelurahan", "relay": "kelurahan",
-    "dataku": "dataku", "mydata": "dataku",
-    "hapus": "hapus", "erase": "hapus",
+    "start": "start",
+    "mulai": "start",
+    "langganan": "langganan",
+    "daftar": "langganan",
+    "subscribe": "langganan",
+    "berhenti": "berhenti",
+    "stop": "berhenti",
+    "unsubscribe": "berhenti",
+    "jam": "jam",
+    "hours": "jam",
+    "layanan": "layanan",
+    "services": "layanan",
+    "lacak": "lacak",
+    "track": "lacak",
+    "bantuan": "bantuan",
+    "info": "bantuan",
+    "help": "bantuan",
+    "kelurahan": "kelurahan",
+    "relay": "kelurahan",
+    "dataku": "dataku",
+    "mydata": "dataku",
+    "hapus": "hapus",
+    "erase": "hapus",
 }
-TRACK_LIMIT = 5          # wrong guesses allowed per sender ...
-TRACK_WINDOW = 15 * 60   # ... per this many seconds
+TRACK_LIMIT = 5  # wrong guesses allowed per sender ...
+TRACK_WINDOW = 15 * 60  # ... per this many seconds
 
 TEXT: dict[str, dict[str, str]] = {
     "id": {
@@ -58,9 +71,11 @@ TEXT: dict[str, dict[str, str]] = {
         "unsub_all": "semua topik",
         "not_subscribed": "Anda belum berlangganan topik apa pun.",
         "choose_unsub": "Pilih topik untuk berhenti berlangganan, atau kirim {p}berhenti semua:",
-        "unknown_topic": "Topik \"{arg}\" tidak dikenal. Kirim {p}langganan untuk melihat daftar.",
-        "unknown_office": "Kantor \"{arg}\" tidak dikenal.",
-        "which_office": "Kantor mana? Kirim {p}{cmd} NAMA_KANTOR, misalnya {p}{cmd} {example}. Kantor: {offices}",
+        "unknown_topic": 'Topik "{arg}" tidak dikenal. Kirim {p}langganan untuk melihat daftar.',
+        "unknown_office": 'Kantor "{arg}" tidak dikenal.',
+        "which_office": (
+            "Kantor mana? Kirim {p}{cmd} NAMA_KANTOR, misalnya {p}{cmd} {example}. Kantor: {offices}"
+        ),
         "no_hours": "Belum ada informasi jam layanan untuk {office}.",
         "hours": "Jam layanan {office}:",
         "quota": "Kuota: {n} orang per hari.",
@@ -72,11 +87,17 @@ TEXT: dict[str, dict[str, str]] = {
         "track_moved": "Saya akan menjawab lewat pesan pribadi.",
         "track_wrong": "Kode atau PIN tidak cocok.",
         "track_limited": "Terlalu banyak percobaan. Coba lagi nanti.",
-        "track_status": "Permohonan {document} {reference}: {status}. Anda akan menerima kabar berikutnya di sini.",
-        "linked": "Permohonan {document} {reference} terhubung. Status: {status}. Kabar berikutnya dikirim ke sini.",
+        "track_status": (
+            "Permohonan {document} {reference}: {status}. Anda akan menerima kabar berikutnya di sini."
+        ),
+        "linked": (
+            "Permohonan {document} {reference} terhubung. Status: {status}. Kabar berikutnya dikirim ke sini."
+        ),
         "bad_code": "Kode tidak dikenal atau sudah dipakai.",
         "relay_ok": "Grup ini terdaftar sebagai penerus informasi {office}. Terima kasih.",
-        "relay_added": "Terima kasih telah menambahkan saya. Admin kelurahan: kirim {p}kelurahan KODE dari Disdukcapil.",
+        "relay_added": (
+            "Terima kasih telah menambahkan saya. Admin kelurahan: kirim {p}kelurahan KODE dari Disdukcapil."
+        ),
         "mydata": "Yang kami simpan: alamat {channel} Anda ({address}), bahasa, dan langganan: {subs}.",
         "erased": "Data Anda sudah dihapus. Anda tidak akan menerima pesan lagi.",
         "none": "tidak ada",
@@ -101,8 +122,8 @@ TEXT: dict[str, dict[str, str]] = {
         "unsub_all": "all topics",
         "not_subscribed": "You have no subscriptions.",
         "choose_unsub": "Choose a topic to leave, or send {p}berhenti semua:",
-        "unknown_topic": "Unknown topic \"{arg}\". Send {p}langganan to see the list.",
-        "unknown_office": "Unknown office \"{arg}\".",
+        "unknown_topic": 'Unknown topic "{arg}". Send {p}langganan to see the list.',
+        "unknown_office": 'Unknown office "{arg}".',
         "which_office": "Which office? Send {p}{cmd} OFFICE, e.g. {p}{cmd} {example}. Offices: {offices}",
         "no_hours": "No service hours published yet for {office}.",
         "hours": "Service hours of {office}:",
@@ -127,10 +148,22 @@ TEXT: dict[str, dict[str, str]] = {
     },
 }
 STATUS_WORDS = {
-    "id": {"received": "diterima", "verified": "diverifikasi", "needs_document": "berkas belum lengkap",
-           "ready": "siap diambil", "rejected": "ditolak", "done": "selesai"},
-    "en": {"received": "received", "verified": "verified", "needs_document": "documents missing",
-           "ready": "ready for pickup", "rejected": "rejected", "done": "done"},
+    "id": {
+        "received": "diterima",
+        "verified": "diverifikasi",
+        "needs_document": "berkas belum lengkap",
+        "ready": "siap diambil",
+        "rejected": "ditolak",
+        "done": "selesai",
+    },
+    "en": {
+        "received": "received",
+        "verified": "verified",
+        "needs_document": "documents missing",
+        "ready": "ready for pickup",
+        "rejected": "rejected",
+        "done": "done",
+    },
 }
 PREFIX = {"telegram": "/", "matrix": "!", "sms": ""}
 
@@ -154,25 +187,43 @@ class Conversation:
     async def person(self) -> Endpoint:
         """The citizen's own endpoint (a person's address, not the group they wrote in)."""
         async with self.hub.db.transaction() as session:
-            return await endpoint_for(session, self.record.channel, self.record.sender or self.record.address,
-                                      locale=self.locale)
+            return await endpoint_for(
+                session, self.record.channel, self.record.sender or self.record.address, locale=self.locale
+            )
 
     async def here(self) -> Endpoint:
-        """Where to answer: the chat the record came from."""
+        """Where to answer: the chat the record came from.
+
+        A group's endpoint comes back to life only when someone adds the bot again (a kicked bot's group is
+        "gone" until then); a person's whenever they write, since writing is asking again.
+        """
         if self.private:
             return await self.person()
+        rejoined = self.record.kind == "member" and self.record.text == "added"
         async with self.hub.db.transaction() as session:
-            return await endpoint_for(session, self.record.channel, self.record.address, kind=self.record.chat_kind,
-                                      locale=self.locale, reactivate=False)
+            return await endpoint_for(
+                session,
+                self.record.channel,
+                self.record.address,
+                kind=self.record.chat_kind,
+                locale=self.locale,
+                reactivate=rejoined,
+            )
 
-    async def reply(self, text: str, buttons: list[dict[str, str]] | None = None, *, to: Endpoint | None = None) -> int:
+    async def reply(
+        self, text: str, buttons: list[dict[str, str]] | None = None, *, to: Endpoint | None = None
+    ) -> int:
         endpoint = to or await self.here()
         if buttons and not self.channel.supports_buttons:
             buttons = [b for b in buttons if b.get("url")]
         draft = outbox.Draft(
-            kind="reply", lane="urgent", group="system", template="reply",
+            kind="reply",
+            lane="urgent",
+            group="system",
+            template="reply",
             context={"text": text, "buttons": buttons or [], "office": {}, "tz": "Asia/Jakarta"},
-            endpoint_ids=[endpoint.id], renditions=[(self.record.channel, self.locale)],
+            endpoint_ids=[endpoint.id],
+            renditions=[(self.record.channel, self.locale)],
         )
         message = await outbox.create_message(self.hub, draft)
         await self.hub.queue.plan(message.id, "urgent")
@@ -214,13 +265,24 @@ async def cmd_start(convo: Conversation, args: list[str]) -> None:
     payload = args[0] if args else ""
     if payload.startswith("c"):
         try:
-            case = await applicants.link_case(convo.hub, payload, convo.record.channel,
-                                              convo.record.sender or convo.record.address, locale=convo.locale)
+            case = await applicants.link_case(
+                convo.hub,
+                payload,
+                convo.record.channel,
+                convo.record.sender or convo.record.address,
+                locale=convo.locale,
+            )
         except applicants.ApplicantError:
             await convo.reply(convo.t("bad_code"))
             return
-        await convo.reply(convo.t("linked", document=case.document, reference=case.reference,
-                                  status=STATUS_WORDS[convo.locale].get(case.status, case.status)))
+        await convo.reply(
+            convo.t(
+                "linked",
+                document=case.document,
+                reference=case.reference,
+                status=STATUS_WORDS[convo.locale].get(case.status, case.status),
+            )
+        )
         return
     if payload.startswith("t"):
         await cmd_subscribe(convo, [payload[1:]])
@@ -266,10 +328,17 @@ async def cmd_unsubscribe(convo: Conversation, args: list[str]) -> None:
                 return
             topic_ids, what = [topic.id], topic.name
         else:
-            rows = (await session.execute(
-                select(Topic).join(Subscription, Subscription.topic_id == Topic.id)
-                .where(Subscription.endpoint_id == target.id, Subscription.state == "confirmed")
-            )).scalars().all()
+            rows = (
+                (
+                    await session.execute(
+                        select(Topic)
+                        .join(Subscription, Subscription.topic_id == Topic.id)
+                        .where(Subscription.endpoint_id == target.id, Subscription.state == "confirmed")
+                    )
+                )
+                .scalars()
+                .all()
+            )
             if not rows:
                 await convo.reply(convo.t("not_subscribed"))
                 return
@@ -296,7 +365,10 @@ async def cmd_hours(convo: Conversation, args: list[str]) -> None:
     from hub.render import day_name
 
     lines = [convo.t("hours", office=office.name)]
-    lines += [f"- {day_name(k, convo.locale)}: {format_hours(v, convo.locale, office.timezone)}" for k, v in hours.items()]
+    lines += [
+        f"- {day_name(k, convo.locale)}: {format_hours(v, convo.locale, office.timezone)}"
+        for k, v in hours.items()
+    ]
     if quota:
         lines.append(convo.t("quota", n=quota))
     await convo.reply("\n".join(lines))
@@ -318,7 +390,6 @@ async def cmd_services(convo: Conversation, args: list[str]) -> None:
 
 
 async def cmd_track(convo: Conversation, args: list[str]) -> None:
-    hub = convo.hub
     if len(args) < 2:
         await convo.reply(convo.t("track_usage"))
         return
@@ -334,7 +405,8 @@ async def cmd_track(convo: Conversation, args: list[str]) -> None:
 
 async def _track(convo: Conversation, args: list[str], *, to: Endpoint) -> None:
     hub = convo.hub
-    key = f"{hub.settings.redis.key_prefix}:track:{convo.record.channel}:{convo.record.sender or convo.record.address}"
+    who = convo.record.sender or convo.record.address
+    key = f"{hub.settings.redis.key_prefix}:track:{convo.record.channel}:{who}"
     failures = int(await hub.redis.get(key) or 0) if hub.redis else 0
     if failures >= TRACK_LIMIT:
         await convo.reply(convo.t("track_limited"), to=to)
@@ -348,8 +420,15 @@ async def _track(convo: Conversation, args: list[str], *, to: Endpoint) -> None:
         await convo.reply(convo.t("track_wrong"), to=to)
         return
     await applicants.link_case(hub, case.link_code, convo.record.channel, to.address, locale=convo.locale)
-    await convo.reply(convo.t("track_status", document=case.document, reference=case.reference,
-                              status=STATUS_WORDS[convo.locale].get(case.status, case.status)), to=to)
+    await convo.reply(
+        convo.t(
+            "track_status",
+            document=case.document,
+            reference=case.reference,
+            status=STATUS_WORDS[convo.locale].get(case.status, case.status),
+        ),
+        to=to,
+    )
 
 
 async def cmd_relay(convo: Conversation, args: list[str]) -> None:
@@ -365,10 +444,17 @@ async def cmd_relay(convo: Conversation, args: list[str]) -> None:
             return
         office = await session.get(Office, row.value)
         await session.execute(delete(KeyValue).where(KeyValue.key == f"relay:{args[0]}"))
-        endpoint = await endpoint_for(session, convo.record.channel, convo.record.address,
-                                      kind=convo.record.chat_kind, locale=convo.locale)
+        endpoint = await endpoint_for(
+            session,
+            convo.record.channel,
+            convo.record.address,
+            kind=convo.record.chat_kind,
+            locale=convo.locale,
+        )
         endpoint.kind, endpoint.relay_office_id = convo.record.chat_kind, office.id if office else None
-        general = await session.scalar(select(Topic).where(Topic.office_id == row.value, Topic.service.is_(None)))
+        general = await session.scalar(
+            select(Topic).where(Topic.office_id == row.value, Topic.service.is_(None))
+        )
         if general is not None:
             await _set_state(session, general.id, endpoint.id, "confirmed")
         name = office.name if office else row.value
@@ -381,8 +467,15 @@ async def cmd_mydata(convo: Conversation, args: list[str]) -> None:
     target = await convo.here()
     view = await subscriber_view(convo.hub, target.id)
     subs = ", ".join(slug for slug, state in view["subscriptions"].items() if state == "confirmed")
-    await convo.reply(convo.t("mydata", channel=view["channel"], address=convo.channel.mask_address(view["address"]),
-                              subs=subs or convo.t("none")), to=target)
+    await convo.reply(
+        convo.t(
+            "mydata",
+            channel=view["channel"],
+            address=convo.channel.mask_address(view["address"]),
+            subs=subs or convo.t("none"),
+        ),
+        to=target,
+    )
 
 
 async def cmd_erase(convo: Conversation, args: list[str]) -> None:
@@ -391,8 +484,9 @@ async def cmd_erase(convo: Conversation, args: list[str]) -> None:
     async with convo.hub.db.transaction() as session:
         await _unsubscribe(session, target.id, None)
     # The reply above is already planned; the endpoint itself goes once it has been sent.
-    await _deactivate(convo.hub, convo.record.channel, target.address, "erased at the citizen's request",
-                      forget=True)
+    await _deactivate(
+        convo.hub, convo.record.channel, target.address, "erased at the citizen's request", forget=True
+    )
 
 
 async def _button(convo: Conversation, data: str) -> None:
@@ -403,7 +497,9 @@ async def _button(convo: Conversation, data: str) -> None:
             if office is None:
                 await convo.reply(convo.t("unknown_office", arg=value))
                 return
-            topics = (await session.execute(select(Topic).where(Topic.office_id == office.id).order_by(Topic.id))).scalars()
+            topics = (
+                await session.execute(select(Topic).where(Topic.office_id == office.id).order_by(Topic.id))
+            ).scalars()
             buttons = [{"text": t.name.split(": ")[-1], "data": f"s:{t.id}"} for t in topics]
             await convo.reply(convo.t("choose_topic", office=office.name), buttons)
             return
@@ -420,9 +516,16 @@ async def _button(convo: Conversation, data: str) -> None:
 
 
 HANDLERS: dict[str, Callable[[Conversation, list[str]], Awaitable[None]]] = {
-    "start": cmd_start, "langganan": cmd_subscribe, "berhenti": cmd_unsubscribe, "jam": cmd_hours,
-    "layanan": cmd_services, "lacak": cmd_track, "bantuan": cmd_help, "kelurahan": cmd_relay,
-    "dataku": cmd_mydata, "hapus": cmd_erase,
+    "start": cmd_start,
+    "langganan": cmd_subscribe,
+    "berhenti": cmd_unsubscribe,
+    "jam": cmd_hours,
+    "layanan": cmd_services,
+    "lacak": cmd_track,
+    "bantuan": cmd_help,
+    "kelurahan": cmd_relay,
+    "dataku": cmd_mydata,
+    "hapus": cmd_erase,
 }
 
 
@@ -443,27 +546,45 @@ async def _office_for(convo: Conversation, args: list[str], cmd: str) -> Office 
         offices = (await session.execute(select(Office).order_by(Office.id))).scalars().all()
         if args:
             wanted = " ".join(args).lower()
-            match = [o for o in offices if wanted in (o.id, o.name.lower())] or \
-                    [o for o in offices if wanted in o.id or wanted in o.name.lower()]
+            match = [o for o in offices if wanted in (o.id, o.name.lower())] or [
+                o for o in offices if wanted in o.id or wanted in o.name.lower()
+            ]
             if len(match) == 1:
                 return match[0]
             await convo.reply(convo.t("unknown_office", arg=" ".join(args)))
             return None
-        sender = await session.scalar(select(Endpoint.id).where(
-            Endpoint.channel == convo.record.channel,
-            Endpoint.address == (convo.record.sender if convo.private else convo.record.address)))
+        sender = await session.scalar(
+            select(Endpoint.id).where(
+                Endpoint.channel == convo.record.channel,
+                Endpoint.address == (convo.record.sender if convo.private else convo.record.address),
+            )
+        )
         if sender is not None:
             # Distinct ids, not rows: PostgreSQL cannot compare the JSON profile column for DISTINCT.
-            subscribed = (await session.execute(
-                select(Topic.office_id).join(Subscription, Subscription.topic_id == Topic.id)
-                .where(Subscription.endpoint_id == sender, Subscription.state == "confirmed").distinct()
-            )).scalars().all()
+            subscribed = (
+                (
+                    await session.execute(
+                        select(Topic.office_id)
+                        .join(Subscription, Subscription.topic_id == Topic.id)
+                        .where(Subscription.endpoint_id == sender, Subscription.state == "confirmed")
+                        .distinct()
+                    )
+                )
+                .scalars()
+                .all()
+            )
             if len(subscribed) == 1:
                 return await session.get(Office, subscribed[0])
         if len(offices) == 1:
             return offices[0]
-    await convo.reply(convo.t("which_office", cmd=cmd, example=offices[0].id if offices else "kota-serang",
-                              offices=", ".join(o.id for o in offices)))
+    await convo.reply(
+        convo.t(
+            "which_office",
+            cmd=cmd,
+            example=offices[0].id if offices else "kota-serang",
+            offices=", ".join(o.id for o in offices),
+        )
+    )
     return None
 
 
@@ -472,11 +593,15 @@ async def _latest(hub: Hub, office: Office, template: str) -> dict[str, Any] | N
     now = utcnow()
     async with hub.db.session() as session:
         ann = await session.scalar(
-            select(Announcement).where(
-                Announcement.office_id == office.id, Announcement.template == template,
+            select(Announcement)
+            .where(
+                Announcement.office_id == office.id,
+                Announcement.template == template,
                 Announcement.state.in_(("published", "scheduled")),
                 (Announcement.valid_until.is_(None)) | (Announcement.valid_until > now),
-            ).order_by(Announcement.id.desc()).limit(1)
+            )
+            .order_by(Announcement.id.desc())
+            .limit(1)
         )
     if ann is not None:
         return ann.data
@@ -498,13 +623,18 @@ async def _latest_contacts(hub: Hub, office: Office) -> tuple[dict[str, str], st
     profile = office.profile or {}
     contacts = dict(profile.get("contacts") or {})
     contacts.update(data.get("contacts") or {})
-    return contacts, data.get("online_app") or profile.get("online_app"), data.get("via") or (
-        "WhatsApp" if contacts else None)
+    return (
+        contacts,
+        data.get("online_app") or profile.get("online_app"),
+        data.get("via") or ("WhatsApp" if contacts else None),
+    )
 
 
 async def _deactivate(hub: Hub, channel: str, address: str, reason: str, *, forget: bool = False) -> None:
     async with hub.db.transaction() as session:
-        endpoint = await session.scalar(select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address))
+        endpoint = await session.scalar(
+            select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address)
+        )
         if endpoint is not None:
             endpoint.active, endpoint.deactivated_reason = False, reason
             if forget:

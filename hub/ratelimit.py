@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from channels.base import Lane, Rate
 
 _GCRA = """
+-- Waits are whole milliseconds, rounded up: Redis truncates a fraction to 0, which would let a send
+-- through unrecorded.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lane = ARGV[1]
@@ -36,7 +38,7 @@ for i, key in ipairs(KEYS) do
   if tat > now then wait = math.max(wait, tat - now) end
   tats[i] = tat + interval
 end
-if wait > 0 then return wait end
+if wait > 0 then return math.ceil(wait) end
 for i, key in ipairs(KEYS) do
   redis.call('SET', key, tostring(tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
 end

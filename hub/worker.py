@@ -13,7 +13,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq import cron as arq_cron
@@ -21,6 +21,7 @@ from arq.worker import Worker, func
 
 from channels.base import Outcome
 from hub import outbox
+from hub.clock import utcnow
 from hub.context import Hub
 from hub.logs import log
 from hub.privacy import mask
@@ -44,7 +45,11 @@ async def plan_message(ctx: dict[str, Any], message_id: int) -> int:
 
 async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[int]) -> dict[str, int]:
     hub: Hub = ctx["hub"]
-    channel = await hub.open_channel(channel_name, ctx.get("lane", "bulk"))
+    lane = ctx.get("lane", "bulk")
+    channel = await hub.open_channel(channel_name, lane)
+    if not await channel.ready():  # another process owns this channel's session: leave the rows unclaimed
+        await hub.queue.send(lane, channel_name, delivery_ids, at=utcnow() + timedelta(seconds=1))
+        return {"claimed": 0, "deferred": len(delivery_ids)}
     claimed = await outbox.claim(hub, delivery_ids)
     if not claimed.items:
         return {"claimed": 0, "skipped": claimed.skipped}

@@ -342,7 +342,8 @@ def _routes(app: FastAPI) -> None:
             headers=dict(request.headers), query=dict(request.query_params), body=await request.body()
         )
         try:
-            records, reply = await hub.channel(channel).handle_webhook(incoming)
+            adapter = await hub.open_channel(channel, "urgent")
+            records, reply = await adapter.handle_webhook(incoming)
         except WebhookRejected as exc:
             raise HTTPException(403, str(exc) or "webhook not authentic") from None
         except NotImplementedError as exc:

@@ -213,6 +213,9 @@ def write_config(directory: Path, port: int, shared_secret: str) -> Path:
         "url_preview_enabled": False,
         "enable_metrics": False,
         "presence": {"enabled": False},
+        # Synapse keeps a finished /sync response 2 minutes for an identical request; a test that syncs
+        # twice from scratch must see what happened in between.
+        "caches": {"sync_response_cache_duration": 0},
         "bcrypt_rounds": 4,  # registering dozens of test users must not cost a quarter second each
         **_RATE_LIMITS,
     }
@@ -317,17 +320,17 @@ class Person:
         return dict(data.get("rooms", {}).get("invite", {}))
 
     async def rooms_with(self, user_id: str) -> list[str]:
-        """Every room (joined, or invited to) whose inviter or member is ``user_id``: a citizen's rooms with
-        the bot. Invitations are accepted, so the caller can read the messages."""
+        """This person's direct rooms with ``user_id`` (the bot): rooms of the two of them alone.
+
+        Invitations from ``user_id`` are accepted first, so the caller can read the messages.
+        """
         data = await self.call("GET", "/sync?timeout=0")
-        found = []
         for room_id, info in data.get("rooms", {}).get("invite", {}).items():
             if any(e.get("sender") == user_id for e in info["invite_state"]["events"]):
                 await self.join(room_id)
-                found.append(room_id)
+        found = []
         for room_id in (await self.call("GET", "/joined_rooms"))["joined_rooms"]:
-            if room_id not in found:
-                members = await self.call("GET", f"/rooms/{quote(room_id)}/joined_members")
-                if user_id in members["joined"]:
-                    found.append(room_id)
+            members = await self.call("GET", f"/rooms/{quote(room_id)}/joined_members")
+            if set(members["joined"]) == {self.user_id, user_id}:
+                found.append(room_id)
         return found

@@ -396,3 +396,105 @@ async def test_invite_from_other_server_is_rejected(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_second_process_on_the_same_device_is_a_standby(
+    make_channel: ChannelFactory, new_user: NewUser, bot_person: Person
+) -> None:
+    """One device, one owner: a second adapter on the same store hands items back at once, and takes the
+    device over when the owner is gone (a flock: the kernel frees it even when the owner is SIGKILLed)."""
+    alice: Person = await new_user("alice")
+    room_id = await alice.create_room()
+    await add_bot(alice, bot_person, room_id)
+    owner = await make_channel()
+    standby = await make_channel()
+    assert await owner.ready() and not await standby.ready()
+    assert standby.client is None  # it never touched the crypto store
+
+    started = time.monotonic()
+    outcomes = await send_all(standby, [item(500, room_id, "dari cadangan")])
+    assert outcomes[500] == RetryLater(f"device {standby.device_id} is owned by another process",
+                                       standby.standby_retry_seconds)
+    assert time.monotonic() - started < 1
+
+    await owner.close()
+    assert await standby.ready()
+    assert isinstance((await send_all(standby, [item(501, room_id, "dari pemilik baru")]))[501], Sent)
+    assert [e["content"]["body"] for e in await alice.messages(room_id)] == ["dari pemilik baru"]
+
+
+async def test_direct_room_missing_from_m_direct_is_found_again(
+    make_channel: ChannelFactory, new_user: NewUser, bot_person: Person
+) -> None:
+    """A worker that died between creating a citizen's room and recording it in m.direct: the next one
+    finds the room by its members instead of opening a second one."""
+    citizen: Person = await new_user("warga")
+    channel = await make_channel()
+    assert isinstance((await send_all(channel, [item(600, citizen.user_id, "pertama")]))[600], Sent)
+    [room_id] = await citizen.invites()
+    await channel.close()
+    await bot_person.call("PUT", f"/user/{bot_person.user_id}/account_data/m.direct", {})
+
+    restarted = await make_channel()
+    assert isinstance((await send_all(restarted, [item(601, citizen.user_id, "kedua")]))[601], Sent)
+    assert list(await citizen.invites()) == [room_id]
+    direct = await bot_person.call("GET", f"/user/{bot_person.user_id}/account_data/m.direct")
+    assert direct == {citizen.user_id: [room_id]}
+
+
+async def test_room_named_or_marked_direct_decides_person_or_group(
+    make_channel: ChannelFactory, new_user: NewUser, bot: MatrixUser
+) -> None:
+    """A citizen's "start chat" (is_direct) is a person; a kelurahan room with only its admin and the bot
+    is still a group, because it has a name; answers to a person go to the room they wrote in."""
+    budi: Person = await new_user("budi")
+    channel = await make_channel()
+    inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+    task = asyncio.create_task(channel.listen(inbox.put))
+    try:
+        await started(channel)
+        direct = await budi.create_room(invite=[bot.user_id], is_direct=True)
+        named = await budi.create_room(invite=[bot.user_id], name="Kelurahan Landungsari")
+
+        async def joined_both() -> bool:
+            return all([await budi.membership(r, bot.user_id) == "join" for r in (direct, named)])
+
+        assert await wait_for(joined_both)
+        added = await asyncio.wait_for(inbox.get(), 15)  # only the group is greeted
+        assert (added.kind, added.address, added.chat_kind) == ("member", named, "group")
+        await budi.say(named, "!jam")
+        await budi.say(direct, "!jam")
+        in_named, in_direct = await asyncio.wait_for(inbox.get(), 15), await asyncio.wait_for(inbox.get(), 15)
+        assert (in_named.address, in_named.chat_kind) == (named, "group")
+        assert (in_direct.address, in_direct.chat_kind) == (direct, "person")
+        outcomes = await send_all(channel, [item(700, budi.user_id, "jawaban")])
+        assert isinstance(outcomes[700], Sent)
+        assert [e["content"]["body"] for e in await budi.messages(direct)][-1] == "jawaban"
+        assert list(await budi.invites()) == []  # no second room was opened
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_standby_listener_takes_over_when_the_owner_stops(
+    make_channel: ChannelFactory, new_user: NewUser, bot_person: Person
+) -> None:
+    alice: Person = await new_user("alice")
+    room_id = await alice.create_room()
+    await add_bot(alice, bot_person, room_id)
+    owner = await make_channel()
+    standby = await make_channel(standby_retry_seconds=0.2)
+    inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+    task = asyncio.create_task(standby.listen(inbox.put))
+    try:
+        await asyncio.sleep(0.5)
+        assert not task.done() and standby.client is None  # waiting for the device, not failing
+        await owner.close()
+        await started(standby)
+        await alice.say(room_id, "!jam")
+        assert (await asyncio.wait_for(inbox.get(), 15)).command == "jam"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

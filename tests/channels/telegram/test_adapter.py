@@ -415,7 +415,7 @@ async def test_webhook_end_to_end(fake_telegram: FakeTelegram, make_telegram, we
         return web.Response(status=reply.status, text=reply.body)
 
     app = web.Application()
-    app.router.add_post("/webhooks/telegram", hook)
+    app.router.add_post("/v1/channels/telegram/webhook", hook)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -424,7 +424,7 @@ async def test_webhook_end_to_end(fake_telegram: FakeTelegram, make_telegram, we
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         public_url = f"http://127.0.0.1:{port}"
         holder["channel"] = await make_telegram(public_url=public_url, mode="webhook")
-        assert fake_telegram.webhook_url == f"{public_url}/webhooks/telegram"
+        assert fake_telegram.webhook_url == f"{public_url}/v1/channels/telegram/webhook"
         assert fake_telegram.webhook_secret == webhook_secret
 
         fake_telegram.add_private(USER)
@@ -439,7 +439,7 @@ async def test_webhook_end_to_end(fake_telegram: FakeTelegram, make_telegram, we
 
         async with httpx.AsyncClient() as client:
             forged = await client.post(
-                f"{public_url}/webhooks/telegram",
+                f"{public_url}/v1/channels/telegram/webhook",
                 json={"update_id": 99},
                 headers={"X-Telegram-Bot-Api-Secret-Token": "x"},
             )

@@ -35,13 +35,15 @@ async def subscription_state(hub: Hub, chat: int | str, slug: str) -> str | None
 
 async def endpoint(hub: Hub, chat: int | str) -> Endpoint | None:
     async with hub.db.session() as session:
-        return await session.scalar(select(Endpoint).where(Endpoint.channel == "telegram",
-                                                           Endpoint.address == str(chat)))
+        return await session.scalar(
+            select(Endpoint).where(Endpoint.channel == "telegram", Endpoint.address == str(chat))
+        )
 
 
 async def publish(hub: Hub, title: str) -> int:
-    req = announcements.AnnouncementInput(template="free_text", topics=["kota-pekalongan"],
-                                          data={"title": title, "text": "Isi pengumuman."})
+    req = announcements.AnnouncementInput(
+        template="free_text", topics=["kota-pekalongan"], data={"title": title, "text": "Isi pengumuman."}
+    )
     _, message = await announcements.create(hub, req, publish=True)
     assert message is not None
     await drain(hub, idle_checks=1)
@@ -55,8 +57,11 @@ async def test_start_with_case_deep_link_links_the_case(bot: Chat, fake: FakeTel
     hub = bot.hub
     fake.add_private(ALICE)
     key = await create_key(hub, "kota-pekalongan", "intake", "loket")
-    opened = await bot.client.post("/v1/applicants", headers={"Authorization": f"Bearer {key}"},
-                                   json={"reference": "3375-KK-0001", "document": "KK"})
+    opened = await bot.client.post(
+        "/v1/applicants",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"reference": "3375-KK-0001", "document": "KK"},
+    )
     assert opened.status_code == 201, opened.text
     link = opened.json()["links"]["telegram"]
     code = opened.json()["link_code"]
@@ -64,14 +69,18 @@ async def test_start_with_case_deep_link_links_the_case(bot: Chat, fake: FakeTel
 
     # Tapping the link opens the bot, and Telegram sends "/start <payload>".
     replies = await bot.say(ALICE, "/start " + link.rsplit("=", 1)[1])
-    assert replies == ["Permohonan KK 3375-KK-0001 terhubung. Status: diterima. Kabar berikutnya dikirim ke sini."]
+    assert replies == [
+        "Permohonan KK 3375-KK-0001 terhubung. Status: diterima. Kabar berikutnya dikirim ke sini."
+    ]
     person = await endpoint(hub, ALICE)
     assert person is not None
     async with hub.db.session() as session:
         assert await session.scalar(select(CaseEndpoint).where(CaseEndpoint.endpoint_id == person.id))
 
     # The next status change comes to the chat at once (urgent lane).
-    await applicants.post_update(hub, "kota-pekalongan", "3375-KK-0001", applicants.UpdateInput(status="verified"))
+    await applicants.post_update(
+        hub, "kota-pekalongan", "3375-KK-0001", applicants.UpdateInput(status="verified")
+    )
     await drain(hub, idle_checks=1)
     update = fake.messages(ALICE)[-1].visible_text
     assert "3375-KK-0001" in update and "sudah diverifikasi" in update
@@ -132,8 +141,11 @@ async def test_hours_and_services_of_kota_pekalongan(bot: Chat, fake: FakeTelegr
 
     # A newer structured announcement is what /jam answers from; a subscriber need not name the office.
     await subscriptions.subscribe(bot.hub, "kota-pekalongan", "telegram", str(CITRA), confirmed=True)
-    req = announcements.AnnouncementInput(template="hours_changed", topics=["kota-pekalongan"],
-                                          data={"hours": {"monday": "09:00-12:00"}, "daily_quota": 30})
+    req = announcements.AnnouncementInput(
+        template="hours_changed",
+        topics=["kota-pekalongan"],
+        data={"hours": {"monday": "09:00-12:00"}, "daily_quota": 30},
+    )
     await announcements.create(bot.hub, req, publish=False)  # a draft does not count
     (unchanged,) = await bot.say(CITRA, "/jam")
     assert "- Senin: 08.00–11.00 WIB" in unchanged
@@ -145,8 +157,9 @@ async def test_hours_and_services_of_kota_pekalongan(bot: Chat, fake: FakeTelegr
 
 async def test_track_is_private_and_rate_limited(bot: Chat, fake: FakeTelegram) -> None:
     hub = bot.hub
-    case = await applicants.open_case(hub, "kota-pekalongan",
-                                      applicants.CaseInput(reference="3375-KTP-0042", document="KTP-el"))
+    case = await applicants.open_case(
+        hub, "kota-pekalongan", applicants.CaseInput(reference="3375-KTP-0042", document="KTP-el")
+    )
     wrong = "000000" if case.pin != "000000" else "111111"
     fake.add_private(DEWI)
     fake.add_private(ALICE)
@@ -164,11 +177,17 @@ async def test_track_is_private_and_rate_limited(bot: Chat, fake: FakeTelegram) 
     # Five wrong guesses, then even the right PIN is refused for a while.
     for _ in range(5):
         assert await bot.say(ALICE, f"/lacak {case.reference} {wrong}") == ["Kode atau PIN tidak cocok."]
-    assert await bot.say(ALICE, f"/lacak {case.reference} {case.pin}") == ["Terlalu banyak percobaan. Coba lagi nanti."]
+    assert await bot.say(ALICE, f"/lacak {case.reference} {case.pin}") == [
+        "Terlalu banyak percobaan. Coba lagi nanti."
+    ]
     async with hub.db.session() as session:
-        linked = set((await session.execute(
-            select(Endpoint.address).join(CaseEndpoint, CaseEndpoint.endpoint_id == Endpoint.id)
-        )).scalars())
+        linked = set(
+            (
+                await session.execute(
+                    select(Endpoint.address).join(CaseEndpoint, CaseEndpoint.endpoint_id == Endpoint.id)
+                )
+            ).scalars()
+        )
     assert linked == {str(DEWI)}  # neither the group nor the guesser
 
 
@@ -220,7 +239,9 @@ async def test_kelurahan_group_registers_with_a_one_time_code(bot: Chat, fake: F
     group = await endpoint(hub, GROUP)
     assert group is not None and group.kind == "group" and group.relay_office_id == "kota-pekalongan"
     assert await subscription_state(hub, GROUP, "kota-pekalongan") == "confirmed"
-    assert await bot.say(GROUP, f"/kelurahan {code}", from_id=DEWI) == ["Kode tidak dikenal atau sudah dipakai."]
+    assert await bot.say(GROUP, f"/kelurahan {code}", from_id=DEWI) == [
+        "Kode tidak dikenal atau sudah dipakai."
+    ]
 
     await publish(hub, "Untuk diteruskan ke RT/RW")
     assert "Untuk diteruskan ke RT/RW" in fake.messages(GROUP)[-1].visible_text
@@ -242,7 +263,10 @@ async def test_english_for_an_english_telegram_user(bot: Chat, fake: FakeTelegra
     (help_text,) = await bot.say(BUDI, "/help")
     assert help_text.startswith("Disdukcapil information service. Commands:")
     (hours,) = await bot.say(BUDI, "/jam kota-pekalongan")
-    assert hours.splitlines()[:2] == ["Service hours of Dindukcapil Kota Pekalongan:", "- Monday: 08:00–11:00 WIB"]
+    assert hours.splitlines()[:2] == [
+        "Service hours of Dindukcapil Kota Pekalongan:",
+        "- Monday: 08:00–11:00 WIB",
+    ]
     assert hours.splitlines()[-1] == "Quota: 50 people a day."
     (done,) = await bot.say(BUDI, "/langganan kota-pekalongan")
     assert done == "You are subscribed to: Dindukcapil Kota Pekalongan. Send /berhenti to stop."
