@@ -164,16 +164,7 @@ async def plan_chunk(hub: Hub, message_id: int, enabled: Iterable[str]) -> Plann
             message.state = "expired"
             return PlannedChunk([], True, 0)
         audience = _audience(message).subquery()
-        page = list(
-            (
-                await session.execute(
-                    select(audience.c.endpoint_id)
-                    .where(audience.c.endpoint_id > message.plan_cursor, audience.c.channel.in_(enabled))
-                    .order_by(audience.c.endpoint_id)
-                    .limit(chunk)
-                )
-            ).scalars()
-        )
+        page = await _page(session, message, audience, enabled, chunk)
         if not page:
             message.state = "planned"
             message.planned_at = now
@@ -218,6 +209,40 @@ async def plan_chunk(hub: Hub, message_id: int, enabled: Iterable[str]) -> Plann
     return PlannedChunk(_batches(hub, created), done, len(created), lane)
 
 
+async def _page(session: Any, message: Message, audience: Any, enabled: set[str], chunk: int) -> list[int]:
+    """The next ``chunk`` endpoint ids after the cursor; only the last one matters (it bounds the insert).
+
+    For an announcement, each topic's confirmed subscribers are walked along their index and merged:
+    asking the whole audience for its next page makes the database sort what remains of it every time,
+    which is quadratic over a large broadcast (190 s instead of 39 s for a million).
+    """
+    if message.kind != "announcement":
+        query = (
+            select(audience.c.endpoint_id)
+            .where(audience.c.endpoint_id > message.plan_cursor, audience.c.channel.in_(enabled))
+            .order_by(audience.c.endpoint_id)
+            .limit(chunk)
+        )
+        return list((await session.execute(query)).scalars())
+    topic_ids = (
+        await session.execute(select(MessageTopic.topic_id).where(MessageTopic.message_id == message.id))
+    ).scalars()
+    ids: set[int] = set()
+    for topic_id in topic_ids:
+        query = (
+            select(Subscription.endpoint_id)
+            .where(
+                Subscription.topic_id == topic_id,
+                Subscription.state == "confirmed",
+                Subscription.endpoint_id > message.plan_cursor,
+            )
+            .order_by(Subscription.endpoint_id)
+            .limit(chunk)
+        )
+        ids.update((await session.execute(query)).scalars())
+    return sorted(ids)[:chunk]
+
+
 def _batches(hub: Hub, rows: Iterable[tuple[int, str]]) -> list[tuple[str, list[int]]]:
     by_channel: dict[str, list[int]] = defaultdict(list)
     for delivery_id, channel in rows:
@@ -239,30 +264,40 @@ class Claimed:
     token: str
     items: list[Outbound]
     skipped: int
+    attempts: dict[int, int]
 
 
 async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
     token = uuid.uuid4().hex
     now = utcnow()
     lease = now + timedelta(seconds=hub.settings.queue.lease_seconds)
+    # ``state || ''`` keeps SQLite on the primary key: left to itself it reads the state index for the OR,
+    # which visits every queued row of every broadcast (12 ms instead of 0.3 ms per batch at 100k).
+    state = deliveries.c.state.op("||")("")
     async with hub.db.transaction() as session:
-        await session.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.id.in_(list(delivery_ids)),
-                or_(
-                    and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= now),
-                    and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
-                ),
+        claimed = (
+            await session.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id.in_(list(delivery_ids)),
+                    or_(
+                        and_(state.in_(PENDING), deliveries.c.next_attempt_at <= now),
+                        and_(state == "sending", deliveries.c.lease_until < now),
+                    ),
+                )
+                .values(
+                    state="sending",
+                    claim=token,
+                    lease_until=lease,
+                    attempts=deliveries.c.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(deliveries.c.id, deliveries.c.attempts)
             )
-            .values(
-                state="sending",
-                claim=token,
-                lease_until=lease,
-                attempts=deliveries.c.attempts + 1,
-                updated_at=now,
-            )
-        )
+        ).all()
+        attempts = {row[0]: row[1] for row in claimed}
+        if not attempts:
+            return Claimed(token, [], 0, {})
         rows = (
             await session.execute(
                 select(
@@ -282,7 +317,7 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
                 .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
                 .join(Subscriber, Subscriber.id == Endpoint.subscriber_id)
                 .join(Message, Message.id == Delivery.message_id)
-                .where(Delivery.claim == token)
+                .where(Delivery.id.in_(list(attempts)))
                 .order_by(Delivery.id)
             )
         ).all()
@@ -332,7 +367,7 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
                 unsubscribe_url=unsubscribe,
             )
         )
-    return Claimed(token, items, len(skip))
+    return Claimed(token, items, len(skip), attempts)
 
 
 async def _contents(session: Any, wanted: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], Content]:

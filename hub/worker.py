@@ -53,8 +53,7 @@ async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[
     claimed = await outbox.claim(hub, delivery_ids)
     if not claimed.items:
         return {"claimed": 0, "skipped": claimed.skipped}
-    attempts = await _attempts(hub, [i.delivery_id for i in claimed.items])
-    recorder = _Recorder(hub, claimed.token, attempts, hub.settings.queue.flush_every)
+    recorder = _Recorder(hub, claimed.token, claimed.attempts, hub.settings.queue.flush_every)
     keeper = asyncio.create_task(_keep_lease(hub, claimed.token))
     pending = {i.delivery_id for i in claimed.items}
     try:
@@ -86,16 +85,6 @@ async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[
 
 def _address(claimed: outbox.Claimed, delivery_id: int) -> str:
     return next((i.address for i in claimed.items if i.delivery_id == delivery_id), "")
-
-
-async def _attempts(hub: Hub, ids: list[int]) -> dict[int, int]:
-    from sqlalchemy import select
-
-    from hub.store.models import Delivery
-
-    async with hub.db.session() as session:
-        rows = await session.execute(select(Delivery.id, Delivery.attempts).where(Delivery.id.in_(ids)))
-        return {r[0]: r[1] for r in rows}
 
 
 async def _keep_lease(hub: Hub, token: str) -> None:

@@ -6,7 +6,10 @@ import asyncio
 import email
 import email.policy
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -83,16 +86,57 @@ def smtp() -> Iterator[tuple[Mailbox, int]]:
 # Redis and databases
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A redis-server of the suite's own on a free loopback port (the shared one if the binary is absent).
+
+    Tests flush their database freely; a private server keeps that from touching anything else on the
+    machine, and other suites running at the same time from touching these tests.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None or os.environ.get("HUB_TEST_REDIS"):
+        yield REDIS_URL
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/15"
+    try:
+        client = redis_sync.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis_sync.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    client = redis_sync.Redis.from_url(REDIS_URL)
+def redis_url(redis_server: str) -> Iterator[str]:
+    """Database 15 of the suite's Redis, empty at the start and end of each test."""
+    client = redis_sync.Redis.from_url(redis_server)
     try:
         client.ping()
     except redis_sync.ConnectionError:
-        pytest.fail(f"Redis is not running at {REDIS_URL}")
+        pytest.fail(f"Redis is not running at {redis_server}")
     client.flushdb()
     try:
-        yield REDIS_URL
+        yield redis_server
     finally:
         client.flushdb()
         client.close()

@@ -11,8 +11,6 @@ the shared one, which would wipe the queue in the middle of a broadcast here.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -22,7 +20,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis as redis_sync
 from nio import AsyncClient, AsyncClientConfig, MegolmEvent, RoomMessageNotice, SyncResponse
 
 from channels.base import Inbound
@@ -31,7 +28,7 @@ from hub.context import Hub
 from hub.inbound import handle_inbound
 from hub.settings import Settings
 from hub.worker import drain
-from tests.conftest import PG_URL, REDIS_URL, _drop_schema, free_port, make_settings, start_hub
+from tests.conftest import PG_URL, _drop_schema, make_settings, start_hub
 from tests.services.synapse import MatrixUser, Person, SynapseServer, run_synapse
 
 DEVICE = "HUBMATRIX1"
@@ -45,52 +42,6 @@ DEVICE = "HUBMATRIX1"
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
     with run_synapse(tmp_path_factory.mktemp("synapse")) as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def _private_redis() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield REDIS_URL
-        return
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis_sync.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis_sync.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.02)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
-def redis_url(_private_redis: str) -> Iterator[str]:
-    """Overrides the suite's ``redis_url``: the private server, emptied around each test."""
-    client = redis_sync.Redis.from_url(_private_redis)
-    client.flushdb()
-    try:
-        yield _private_redis
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture

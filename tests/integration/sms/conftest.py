@@ -13,25 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import re
 import secrets
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import redis as redis_sync
 import uvicorn
 from aiohttp import web
 
 from hub.api.app import create_app
 from hub.context import Hub
 from hub.worker import build_workers
-from tests.conftest import REDIS_URL, make_settings, start_hub
+from tests.conftest import make_settings, start_hub
 from tests.services.kannel import SHORT_CODE, Kannel, SmscMessage, free_port, kannel_missing, start_kannel
 
 WEBHOOK = "/v1/channels/sms/webhook"
@@ -41,54 +37,6 @@ SENDER = "DUKCAPIL"
 
 # ---------------------------------------------------------------------------------------------------------
 # Session services: a private redis-server, the API port Kannel calls, Kannel itself
-
-
-@pytest.fixture(scope="session")
-def _private_redis() -> Iterator[str]:
-    """A redis-server of our own (the shared one's db 15 is flushed by other suites running at once)."""
-    binary = shutil.which("redis-server")
-    if binary is None or os.environ.get("HUB_TEST_SMS_SHARED_REDIS"):
-        yield REDIS_URL
-        return
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/15"
-        client = redis_sync.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis_sync.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.02)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
-def redis_url(_private_redis: str) -> Iterator[str]:
-    """Overrides the suite's ``redis_url``: db 15 of the private server, emptied around each test."""
-    client = redis_sync.Redis.from_url(_private_redis)
-    client.flushdb()
-    try:
-        yield _private_redis
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,14 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
-import redis as redis_sync
 
 from hub import outbox
 from hub.api.app import create_app
 from hub.context import Hub
 from hub.settings import Settings
 from hub.worker import drain
-from tests.conftest import REDIS_URL, ROOT, free_port, make_settings, start_hub
+from tests.conftest import ROOT, make_settings, start_hub
 from tests.fakes.telegram_api import FakeTelegram
 
 WEBHOOK_SECRET = "rahasia_webhook-123"
@@ -77,61 +75,6 @@ def telegram_settings(
 
 # ---------------------------------------------------------------------------------------------------------
 # Redis: a private server for these tests
-
-
-@pytest.fixture(scope="session")
-def _private_redis() -> Iterator[str]:
-    """A redis-server of our own on a free loopback port, when the binary is there.
-
-    The shared Redis' db 15 is flushed by every other test that uses ``tests/conftest.py``'s ``redis_url``;
-    when several suites run at once (CI shards, several developers on one box) that wipes the queue, the
-    shared rate limits and the /lacak guess counters in the middle of these tests. Set
-    ``HUB_TEST_TELEGRAM_SHARED_REDIS=1`` to use the shared one anyway.
-    """
-    binary = shutil.which("redis-server")
-    if binary is None or os.environ.get("HUB_TEST_TELEGRAM_SHARED_REDIS"):
-        yield REDIS_URL
-        return
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/15"
-        client = redis_sync.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis_sync.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.02)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
-def redis_url(_private_redis: str) -> Iterator[str]:
-    """Overrides the suite's ``redis_url`` for these tests: db 15 of the private server, emptied around
-    each test (every hub here also has a unique key prefix)."""
-    client = redis_sync.Redis.from_url(_private_redis)
-    client.flushdb()
-    try:
-        yield _private_redis
-    finally:
-        client.flushdb()
-        client.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
