@@ -201,6 +201,10 @@ class Channel(ABC):
     #: The hub opens one instance per lane, so urgent sends never queue for connections bulk sends hold.
     #: An adapter whose session must be unique per process (a Matrix device) sets this to False.
     instance_per_lane: ClassVar[bool] = True
+    #: What commands start with on this channel: ``/jam`` (Telegram), ``!jam`` (Matrix), ``JAM`` (SMS).
+    command_prefix: ClassVar[str] = "/"
+    #: A bare stop command leaves every topic at once (the SMS convention: STOP means stop everything).
+    bare_stop_leaves_all: ClassVar[bool] = False
     #: Inbound is read by the worker process that sends (a Matrix device syncs where it sends);
     #: otherwise by `hub listen <channel>` or `hub run`, in one process per deployment.
     listens_in_worker: ClassVar[bool] = False
@@ -229,6 +233,10 @@ class Channel(ABC):
         if len(address) <= 4:
             return "***"
         return address[:2] + "***" + address[-2:]
+
+    def deep_link(self, payload: str) -> str | None:
+        """A link that opens a conversation with the bot carrying ``payload`` (printed on receipts)."""
+        return None
 
     def describe(self, content: Content) -> dict[str, Any]:
         """Cost facts for a preview (SMS segments, parts of a long Telegram text)."""

@@ -172,6 +172,7 @@ class MatrixChannel(Channel):
     #: A Matrix device (its crypto store, its transaction ids) belongs to one session in one process.
     instance_per_lane: ClassVar[bool] = False
     listens_in_worker: ClassVar[bool] = True
+    command_prefix: ClassVar[str] = "!"
     #: The bot may open a direct room with a citizen (``!lacak`` asked in a shared room is answered there).
     initiates_direct: ClassVar[bool] = True
 
@@ -242,10 +243,24 @@ class MatrixChannel(Channel):
         if missing:
             raise ValueError(f"matrix: missing settings {', '.join(missing)}")
         known = {
-            "homeserver", "user_id", "device_id", "access_token", "password", "store_path",
-            "rate_per_second", "allowed_servers", "msgtype", "concurrency", "poll_timeout",
-            "backlog_seconds", "encryption", "encrypt_direct_rooms", "device_name", "standby_retry_seconds",
-            "enabled", "mode",
+            "homeserver",
+            "user_id",
+            "device_id",
+            "access_token",
+            "password",
+            "store_path",
+            "rate_per_second",
+            "allowed_servers",
+            "msgtype",
+            "concurrency",
+            "poll_timeout",
+            "backlog_seconds",
+            "encryption",
+            "encrypt_direct_rooms",
+            "device_name",
+            "standby_retry_seconds",
+            "enabled",
+            "mode",
         }
         unknown = set(settings) - known
         if unknown:
@@ -307,8 +322,11 @@ class MatrixChannel(Channel):
             encryption_enabled=self.encryption,
         )
         client = AsyncClient(
-            self.homeserver, self.user_id, device_id=self.device_id,
-            store_path=str(self.store_path) if self.store_path else "", config=config,
+            self.homeserver,
+            self.user_id,
+            device_id=self.device_id,
+            store_path=str(self.store_path) if self.store_path else "",
+            config=config,
         )
         try:
             await self._log_in(client)
@@ -373,7 +391,7 @@ class MatrixChannel(Channel):
     def normalize_address(self, raw: str) -> str:
         value = raw.strip()
         if value.startswith(_MATRIX_TO):
-            value = value[len(_MATRIX_TO):].split("?", 1)[0]
+            value = value[len(_MATRIX_TO) :].split("?", 1)[0]
         if not value:
             raise InvalidAddress("empty Matrix address")
         sigil = value[0]
@@ -479,7 +497,10 @@ class MatrixChannel(Channel):
         }
         await pacer.wait([self.rate], item.lane)
         resp = await client.room_send(
-            room_id, "m.room.message", content, tx_id=f"hub-{item.delivery_id}",
+            room_id,
+            "m.room.message",
+            content,
+            tx_id=f"hub-{item.delivery_id}",
             ignore_unverified_devices=True,
         )
         if isinstance(resp, RoomSendResponse):
@@ -530,7 +551,9 @@ class MatrixChannel(Channel):
             encryption = {"algorithm": "m.megolm.v1.aes-sha2"}
             initial_state.append({"type": "m.room.encryption", "state_key": "", "content": encryption})
         resp = await client.room_create(
-            is_direct=True, invite=[user_id], preset=RoomPreset.trusted_private_chat,
+            is_direct=True,
+            invite=[user_id],
+            preset=RoomPreset.trusted_private_chat,
             initial_state=initial_state,
         )
         if isinstance(resp, RoomCreateError):
@@ -700,7 +723,8 @@ class MatrixChannel(Channel):
         first = not client.next_batch
         full_state = True if first and client.loaded_sync_token else None
         resp = await client.sync(
-            timeout=timeout_ms, sync_filter=self._sync_filter(first and not client.loaded_sync_token),
+            timeout=timeout_ms,
+            sync_filter=self._sync_filter(first and not client.loaded_sync_token),
             full_state=full_state,
         )
         if not isinstance(resp, SyncResponse):
@@ -772,9 +796,13 @@ class MatrixChannel(Channel):
             if room_id in self._handled_invites:
                 continue
             invite = next(
-                (e for e in info.invite_state
-                 if isinstance(e, InviteMemberEvent) and e.state_key == client.user_id
-                 and e.membership == "invite"),
+                (
+                    e
+                    for e in info.invite_state
+                    if isinstance(e, InviteMemberEvent)
+                    and e.state_key == client.user_id
+                    and e.membership == "invite"
+                ),
                 None,
             )
             inviter = invite.sender if invite is not None else ""
@@ -817,26 +845,48 @@ class MatrixChannel(Channel):
                 inbound = self._inbound_for(event, room_id, client.user_id)
                 if inbound is None:
                     continue
-                if inbound.chat_kind == "person" and inbound.kind != "member" and inbound.sender \
-                        and self._direct.get(inbound.sender) != room_id:
+                if (
+                    inbound.chat_kind == "person"
+                    and inbound.kind != "member"
+                    and inbound.sender
+                    and self._direct.get(inbound.sender) != room_id
+                ):
                     # Answers to this person go where they wrote, not to another room of theirs.
                     await self._remember_direct(inbound.sender, room_id)
                 await self._deliver(sink, inbound)
         for room_id, info in resp.rooms.leave.items():
             # Removed from a room it was in (kicked, banned); a declined invite is not a removal.
-            own = [e for e in info.timeline.events
-                   if isinstance(e, RoomMemberEvent) and e.state_key == client.user_id
-                   and e.membership in ("leave", "ban") and e.prev_membership != "invite"]
+            own = [
+                e
+                for e in info.timeline.events
+                if isinstance(e, RoomMemberEvent)
+                and e.state_key == client.user_id
+                and e.membership in ("leave", "ban")
+                and e.prev_membership != "invite"
+            ]
             if own and own[-1].server_timestamp >= oldest_ms:
                 kind = self._chat_kind(room_id)
                 self._direct = {u: r for u, r in self._direct.items() if r != room_id}
-                await self._deliver(sink, Inbound(channel=self.name, kind="member", address=room_id,
-                                                  sender=own[-1].sender, chat_kind=kind, text="removed"))
+                await self._deliver(
+                    sink,
+                    Inbound(
+                        channel=self.name,
+                        kind="member",
+                        address=room_id,
+                        sender=own[-1].sender,
+                        chat_kind=kind,
+                        text="removed",
+                    ),
+                )
 
     def _inbound_for(self, event: Any, room_id: str, own_id: str) -> Inbound | None:
         """One timeline event of a joined room as an inbound record, or None if it is not for the hub."""
-        base = {"channel": self.name, "address": room_id, "sender": event.sender,
-                "chat_kind": self._chat_kind(room_id)}
+        base = {
+            "channel": self.name,
+            "address": room_id,
+            "sender": event.sender,
+            "chat_kind": self._chat_kind(room_id),
+        }
         if isinstance(event, RoomMemberEvent):
             joined = event.membership == "join" and event.prev_membership != "join"
             # "added" is about groups (a kelurahan room to register); a direct chat needs no such welcome.
@@ -849,10 +899,18 @@ class MatrixChannel(Channel):
         parsed = parse_command(event.body)
         if parsed:
             command, args, locale = parsed
-            return Inbound(kind="command", command=command, args=args, text=event.body, locale=locale,
-                           reply_ref=event.event_id, **base)
+            return Inbound(
+                kind="command",
+                command=command,
+                args=args,
+                text=event.body,
+                locale=locale,
+                reply_ref=event.event_id,
+                **base,
+            )
         if base["chat_kind"] == "person":
             return Inbound(kind="text", text=event.body, reply_ref=event.event_id, **base)
         return None
+
 
 CHANNEL = MatrixChannel

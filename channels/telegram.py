@@ -598,6 +598,10 @@ class TelegramChannel(Channel):
     def _chat_id(address: str) -> int | str:
         return address if address.startswith("@") else int(address)
 
+    def deep_link(self, payload: str) -> str | None:
+        """``t.me/<bot>?start=<payload>`` arrives back as ``/start <payload>``."""
+        return f"https://t.me/{self.username}?start={payload}" if self.username else None
+
     def describe(self, content: Content) -> dict[str, Any]:
         source = content_html(content)
         return {"parts": len(split_html(source)), "characters": len(visible_text(source))}

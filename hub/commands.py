@@ -165,7 +165,6 @@ STATUS_WORDS = {
         "done": "done",
     },
 }
-PREFIX = {"telegram": "/", "matrix": "!", "sms": ""}
 
 
 class Conversation:
@@ -175,7 +174,7 @@ class Conversation:
         self.hub, self.record = hub, record
         self.locale = record.locale if record.locale in TEXT else "id"
         self.channel = hub.channel(record.channel)
-        self.prefix = PREFIX.get(record.channel, "/")
+        self.prefix = type(self.channel).command_prefix
 
     def t(self, key: str, **values: Any) -> str:
         return TEXT[self.locale][key].format(p=self.prefix, **values)
@@ -342,7 +341,7 @@ async def cmd_unsubscribe(convo: Conversation, args: list[str]) -> None:
             if not rows:
                 await convo.reply(convo.t("not_subscribed"))
                 return
-            if len(rows) == 1 or convo.record.channel == "sms":
+            if len(rows) == 1 or type(convo.channel).bare_stop_leaves_all:
                 topic_ids, what = None, convo.t("unsub_all")
             else:
                 lines = [f"{t.name}: {convo.prefix}berhenti {t.slug}" for t in rows]

@@ -5,7 +5,7 @@ Settings (``[channels.sms]``)::
 
     enabled = true               # read by the hub (settings.enabled_channels); ignored here
     sender = "DUKCAPIL"          # sender id / short code (must be registered with the operators)
-    number = "1500537"           # the number citizens text keywords to (used for ``sms:`` links)
+    number = "1500537"           # the number citizens text keywords to (shown in help texts)
     max_segments = 6             # longer texts are rejected, not silently billed ×10
     transliterate = true         # curly quotes, dashes, accents → GSM-7 when that avoids UCS-2
     dlr_secret = "…"             # HMAC key for the per-delivery token in delivery-report URLs
@@ -99,6 +99,8 @@ class SmsChannel(Channel):
 
     name: ClassVar[str] = "sms"
     batch_size: ClassVar[int] = 100
+    command_prefix: ClassVar[str] = ""
+    bare_stop_leaves_all: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -268,8 +268,8 @@ def _routes(app: FastAPI) -> None:
             case = await applicants.open_case(hub, key.office_id, body)
             links = {
                 name: link
-                for name, conf in hub.settings.enabled_channels().items()
-                if (link := _deep_link(name, conf, case.link_code))
+                for name, adapter in hub.channels.items()
+                if (link := adapter.deep_link(case.link_code))
             }
             return 201, {
                 "reference": case.reference,
@@ -359,14 +359,6 @@ def _routes(app: FastAPI) -> None:
                 select(Endpoint.channel, func.count()).where(Endpoint.active).group_by(Endpoint.channel)
             )
         return {"active_endpoints": dict(rows.all())}
-
-
-def _deep_link(channel: str, conf: dict[str, Any], code: str) -> str | None:
-    if channel == "telegram" and conf.get("username"):
-        return f"https://t.me/{conf['username']}?start={code}"
-    if channel == "sms" and conf.get("number"):
-        return f"sms:{conf['number']}?body=LACAK%20{code}"
-    return None
 
 
 _TEXT = {
