@@ -35,6 +35,9 @@ async def make_telegram(fake_telegram: FakeTelegram) -> AsyncIterator[ChannelFac
             "base_url": fake_telegram.base_url,
             "webhook_secret": WEBHOOK_SECRET,
             "poll_timeout": 1,
+            # The adapter's declared rates exactly as Telegram documents them (no safety margin).
+            "safety_margin": 0,
+            "chat_safety_margin": 0,
             **overrides,
         }
         channel = TelegramChannel.from_settings(settings, public_url=public_url)
