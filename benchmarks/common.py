@@ -284,17 +284,6 @@ def resolve(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attr)
 
 
-PATCH_ENV = "HUB_BENCH_PATCH"
-
-
-def apply_patch() -> None:
-    """Call ``$HUB_BENCH_PATCH`` (``module:function``) in this process, to try a candidate change to hub/
-    without editing it; the driver and every worker process call it before building their hub."""
-    spec = os.environ.get(PATCH_ENV)
-    if spec:
-        resolve(spec)()
-
-
 def quiet_logs() -> None:
     from hub.logs import configure
 
@@ -308,7 +297,6 @@ async def start_hub(ov: dict[str, Any], channels: str | None = None) -> Any:
     from hub.store.db import Database
 
     quiet_logs()
-    apply_patch()
     settings = make_settings(ov)
     db = Database(settings.database.url)
     await db.migrate()
@@ -439,7 +427,6 @@ def _hub_process(
     breakdown_path: str | None,
 ) -> None:
     quiet_logs()
-    apply_patch()
     profiler = None
     if profile_path:
         import cProfile

@@ -156,7 +156,12 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await hub.close()
     sent = sum(s["totals"]["sent"] for s in statuses)
     assert sent == total, [s["totals"] for s in statuses]
-    return {"hub_rate": hub_rate, "bare": bare, "total": total, "settings": make_settings(ov).queue,
+    from channels.matrix import MatrixChannel
+
+    queue = make_settings(ov).queue
+    return {"hub_rate": hub_rate, "bare": bare, "total": total, "settings": queue,
+            # claims are capped by the adapter's batch size
+            "batch_size": min(queue.batch_size, MatrixChannel.batch_size),
             "body_chars": len(content["body"])}
 
 
@@ -179,7 +184,7 @@ def run(args: argparse.Namespace) -> Result:
             "adapter_concurrency": args.concurrency,
             "bare_concurrency": ",".join(map(str, args.bare_concurrency)),
             "worker_processes": args.workers,
-            "batch_size": q.batch_size,
+            "batch_size": out["batch_size"],
             "bulk_jobs": q.bulk_jobs,
         },
         rows=[

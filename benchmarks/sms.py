@@ -2,15 +2,16 @@
 
 Kannel (bearerbox + smsbox, fakesmsc as the SMSC, all on 127.0.0.1) is started once for both runs. The
 hub runs ``--count`` deliveries through fan-out, queue, claim, send (the SMS channel's Kannel driver,
-``concurrency`` sends in flight per batch) and record, in ``--workers`` worker processes; its HTTP API
-serves the delivery reports Kannel sends back (``dlr-url``) in this process. The bare loop sends the same
-text to the same numbers with the same sendsms parameters (``dlr-mask`` 31 and a ``dlr-url`` to a small
-sink, so Kannel does the same work) from ``--bare-concurrency`` httpx tasks; the best of them is the
-ceiling. Rate = messages accepted by Kannel (HTTP 202) per second: for the hub, from publish to the last
-recorded send; for the loop, its wall time. Aim: the hub at >= 80% of the bare loop.
+``concurrency`` sends in flight per worker process, all batches together) and record, in ``--workers``
+worker processes; its HTTP API serves the delivery reports Kannel sends back (``dlr-url``) in this
+process. The bare loop sends the same text to the same numbers with the same sendsms parameters
+(``dlr-mask`` 31 and a ``dlr-url`` to a small sink, so Kannel does the same work) from
+``--bare-concurrency`` httpx tasks; the best of them is the ceiling. Rate = messages accepted by Kannel
+(HTTP 202) per second: for the hub, from publish to the last recorded send; for the loop, its wall
+time. Aim: the hub at >= 80% of the bare loop.
 
     python -m benchmarks.sms [--quick] [--count 5000] [--workers 1] [--concurrency 16]
-        [--bare-concurrency 16,64] [--output docs/benchmarks-sms.md]
+        [--bare-concurrency 16,64] [--json-out PATH]
 """
 
 from __future__ import annotations
@@ -19,19 +20,17 @@ import argparse
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    ROOT,
     HubWorkers,
     Result,
     Row,
     bulk_audience,
     cli,
     fmt,
-    machine,
     make_settings,
     overrides,
     parser,
@@ -306,50 +305,16 @@ def run(args: argparse.Namespace) -> Result:
         f"hub states after the run {dict((k, v) for k, v in out['totals'].items() if v)}; fakesmsc got "
         f"{out['hub_parts']:,} parts from the hub run, the last {out['smsc_lag']:.2f} s after the last send"
     )
-    if args.output:
-        write_markdown(Path(args.output), result, args)
     return result
-
-
-def write_markdown(path: Path, result: Result, args: argparse.Namespace) -> None:
-    row = result.rows[0]
-    m = machine()
-    lines = [
-        "# SMS benchmark: the hub into Kannel",
-        "",
-        f"Written by `python -m benchmarks.sms{' --quick' if args.quick else ''}` on "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC ({m['nproc']} CPUs, {m['cpu']}, Python {m['python']}, "
-        f"SQLite {m['sqlite']}, Redis {m['redis']}).",
-        "",
-        "## Method",
-        "",
-        __doc__.split("\n\n")[1].replace("\n", " ").strip(),
-        "",
-        "Both runs use one Kannel (bearerbox + smsbox from Debian, fakesmsc as the SMSC, all on 127.0.0.1),"
-        " the same text, the same made-up numbers and the same sendsms parameters. The hub's database is"
-        " SQLite in a temporary directory; Redis is database 14 of the local server.",
-        "",
-        "## Figures",
-        "",
-        "| metric | hub | ceiling | ratio | aim | met |",
-        "|---|---|---|---|---|---|",
-        f"| {row.metric} | {fmt(row.value)} {row.unit} | {fmt(row.ceiling)} ({row.ceiling_what}) | "
-        f"{fmt(row.ratio)} | {row.aim} | {'yes' if row.met else 'no'} |",
-        "",
-        "Parameters: " + ", ".join(f"{k}={v}" for k, v in result.params.items()) + ".",
-        "",
-        *[f"- {note}" for note in result.notes],
-        "",
-    ]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    print(f"   wrote {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=5000, help="SMS through the hub and through the bare loop")
     p.add_argument("--workers", type=int, default=1, help="hub worker processes")
-    p.add_argument("--concurrency", type=int, default=16, help="the SMS channel's sends in flight per batch")
+    p.add_argument(
+        "--concurrency", type=int, default=16, help="the SMS channel's sends in flight per worker process"
+    )
     p.add_argument(
         "--bare-concurrency",
         type=lambda s: [int(x) for x in s.split(",") if x],
@@ -357,11 +322,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated task counts for the bare loop; the best is the ceiling",
     )
     p.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
-    p.add_argument(
-        "--output",
-        default=str(ROOT / "docs" / "benchmarks-sms.md"),
-        help="write the figures here (empty: do not write)",
-    )
     return p
 
 

@@ -1,23 +1,24 @@
-"""Telegram throughput: a broadcast to private chats through two ``hub worker`` processes, against the
+"""Telegram throughput: a broadcast to private chats through two ``hub worker`` processes, into the
 loopback Bot API (tests/fakes/telegram_api.py) enforcing Telegram's limits.
 
-    python -m benchmarks.telegram [--quick] [--chats 2000] [--paid-chats 2000] [--margin 0.02]
-                                  [--output docs/benchmarks-telegram.md] [--redis-url URL]
+    python -m benchmarks.telegram [--quick] [--chats 2000] [--paid-chats 5000] [--margin 0.02]
+                                  [--redis-url URL] [--json-out PATH]
 
 Two cases, each in a fresh SQLite database with the sample offices and N private chats subscribed:
 
-- **30/s**: the fake refuses (429) a 31st message within any second and a 2nd to one chat within a
+- **30/s**: the fake refuses (429) a 31st message within any sliding second and a 2nd to one chat within a
   second. The hub paces with ``safety_margin`` (default 2%: one send per 34 ms). Aim: ≥ 28.5 msg/s
   sustained, zero 429.
 - **paid**: ``paid_broadcast = true``, ``paid_rate_per_second = 1000``; the fake accepts 1000/s. The
-  ceiling is what the fake accepts from a bare httpx loop (two processes, 64 connections, paced at
-  1000/s) in the same run. Aim: ≥ 80% of that ceiling.
+  ceiling is what the fake accepts from a bare aiohttp loop (two processes × 32 connections, paced at
+  1000/s in total, no database, no queue, no PTB) in the same run. Aim: ≥ 80% of that ceiling.
 
 The rate is measured where Telegram would see it: from the fake's own arrival stamps, first accepted
-message to last. Workers are real subprocesses (``python -m hub.cli --settings FILE worker``). Redis
-is a private ``redis-server`` on a free port (so no other test run can flush it mid-measurement),
-unless ``--redis-url`` names one. ``BENCH_PROFILE=1`` runs the workers under cProfile
-(``/tmp/worker-N.prof``).
+message to last; "sustained" is the middle 80% (without the first and last tenth: ramp-up, stragglers).
+Workers are real subprocesses (``python -m hub.cli --settings FILE worker``). Redis is ``--redis-url``
+(default ``$HUB_BENCH_REDIS``, which ``benchmarks.all --private-redis`` sets), else a private
+``redis-server`` on a free port, so no other test run can flush it mid-measurement. ``BENCH_PROFILE=1``
+runs the workers under cProfile (``/tmp/worker-N.prof``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -37,14 +37,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import REDIS_ENV, Result, Row, cli, parser, queue_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "offices.toml"
 TOPIC = "kota-pekalongan"
 FIRST_CHAT = 100_000_001
+#: The fake's limit in the 30/s case (Telegram's broadcast limit) and the aims.
+NORMAL_LIMIT = 30.0
+NORMAL_AIM = 28.5
+PAID_AIM = 0.8
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -120,7 +125,9 @@ class Case:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def sections(db_url: str, redis_url: str, prefix: str, fake: Any, telegram: dict[str, Any]) -> dict[str, Any]:
+def sections(
+    db_url: str, redis_url: str, prefix: str, fake: Any, telegram: dict[str, Any], queue: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "hub": {
             "public_url": "http://hub.bench",
@@ -130,7 +137,7 @@ def sections(db_url: str, redis_url: str, prefix: str, fake: Any, telegram: dict
         },
         "database": {"url": db_url},
         "redis": {"url": redis_url, "embedded_fallback": False, "key_prefix": prefix},
-        "queue": {"poll_delay": 0.01, "lease_seconds": 30},
+        "queue": queue,
         "log": {"level": "WARNING"},
         "channels.telegram": {
             "enabled": True,
@@ -303,7 +310,9 @@ def arrival_stats(times: list[float]) -> dict[str, float]:
     }
 
 
-def run_case(case: Case, redis_url: str, workers: int, directory: Path) -> dict[str, Any]:
+def run_case(
+    case: Case, redis_url: str, workers: int, directory: Path, queue: dict[str, Any]
+) -> dict[str, Any]:
     from hub.settings import load_settings
     from tests.fakes.telegram_api import FakeTelegram
 
@@ -317,7 +326,7 @@ def run_case(case: Case, redis_url: str, workers: int, directory: Path) -> dict[
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         path = write_settings(
             work / "settings.toml",
-            sections(f"sqlite+aiosqlite:///{work / 'hub.db'}", redis_url, prefix, fake, case.telegram),
+            sections(f"sqlite+aiosqlite:///{work / 'hub.db'}", redis_url, prefix, fake, case.telegram, queue),
         )
         settings = load_settings(path)
         asyncio.run(prepare_database(settings, case.chats))
@@ -443,127 +452,107 @@ def measure_ceiling(chats: int, limit: float, processes: int = 2, connections: i
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Report
+# Result
 
 
-def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
-    normal, paid, ceiling = results["normal"], results["paid"], results["ceiling"]
-    # Sustained = the middle 80% of the run, for the hub and for the ceiling alike.
-    paid_ratio = paid["rate_middle"] / ceiling["rate_middle"] if ceiling.get("rate_middle") else 0.0
-    load = ", ".join(f"{x:.1f}" for x in results.get("load", ()))
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cpu = platform.processor() or platform.machine()
-
-    def row(name: str, r: dict[str, Any], aim: str, ok: bool) -> str:
-        return (
-            f"| {name} | {r['count']:,} | {r['rate']:.1f} | {r.get('rate_middle', 0):.1f} | "
-            f"{r['busiest_second']} | {r['too_many_requests']} | {r.get('duplicates', 0)} / "
-            f"{r.get('missing', 0)} | {r['publish_to_last_s']:.1f} | {aim} | {'yes' if ok else 'no'} |"
+def result_of(results: dict[str, Any], args: argparse.Namespace) -> Result:
+    """The figures as rows beside their ceilings; sustained = the middle 80%, for the hub and the ceiling."""
+    rows: list[Row] = []
+    notes: list[str] = []
+    normal, paid, ceiling = results.get("normal"), results.get("paid"), results.get("ceiling")
+    if normal is not None:
+        rate = normal.get("rate_middle", 0.0)
+        rows.append(
+            Row(
+                metric=f"30/s case: msg/s sustained (middle 80%), `safety_margin` {args.margin:g} "
+                f"(one send per {normal['interval_ms']} ms)",
+                value=rate,
+                unit="msg/s",
+                ceiling=NORMAL_LIMIT,
+                ceiling_what="the fake's limit, as Telegram's: 429 beyond 30 in any second",
+                ratio=rate / NORMAL_LIMIT,
+                aim=f"≥ {NORMAL_AIM} msg/s",
+                vs_aim=rate / NORMAL_AIM,
+                met=rate >= NORMAL_AIM,
+            )
         )
-
-    lines = [
-        "## Telegram",
-        "",
-        f"`python -m benchmarks.telegram{' --quick' if args.quick else ''}` on {when}; {os.cpu_count()} CPUs "
-        f"({cpu}; load average {load} when it started), Python {platform.python_version()}, SQLite, a "
-        "private redis-server, two `hub worker` "
-        "processes (`python -m hub.cli --settings FILE worker`: both lanes, default `batch_size` 100 and "
-        "`bulk_jobs` 10, `poll_delay` 0.01) against the loopback Bot API (`tests/fakes/telegram_api.py`), "
-        "which refuses with 429 what exceeds its limit in any sliding second and a second message to one "
-        "chat within a second. Rates are taken from the fake's own arrival stamps, first accepted message "
-        'to last; "middle 80%" leaves out the first and last tenth (ramp-up, stragglers).',
-        "",
-        "| case | messages | msg/s | msg/s, middle 80% | busiest second | 429s | duplicates / missing "
-        "| publish → last (s) | aim | met |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        row(
-            f"fake at 30/s, hub `safety_margin` {args.margin:g} (one send per {normal['interval_ms']} ms)",
-            normal,
-            "≥ 28.5 msg/s sustained, 0 × 429",
-            normal["rate_middle"] >= 28.5 and normal["too_many_requests"] == 0,
-        ),
-        row(
-            "fake at 1000/s, `paid_broadcast`, `paid_rate_per_second` 1000",
-            paid,
-            f"≥ 80% of ceiling ({0.8 * ceiling['rate_middle']:.0f} msg/s sustained)",
-            paid_ratio >= 0.8,
-        ),
-        "",
-        f"Ceiling for the paid case, same run: a bare aiohttp loop (2 processes × 32 connections, paced "
-        f"at 1000/s in total, no database, no queue, no PTB) got **{ceiling['rate_middle']:.0f} msg/s** "
-        f"sustained ({ceiling['rate']:.0f} first to last) accepted by the fake ({ceiling['count']:,} "
-        f"messages, busiest second {ceiling['busiest_second']}, {ceiling['too_many_requests']} × 429). "
-        f"The hub reached **{paid_ratio:.0%}** of it.",
-        "",
-        "Notes:",
-        f"- Deliveries recorded by the hub, 30/s case: {json.dumps(normal['deliveries'])}; paid case: "
-        f"{json.dumps(paid['deliveries'])}.",
-        "- At 30/s the pacer is the bottleneck by design: `safety_margin` 0.02 declares one send per 34 ms "
-        "(29.4/s), rounded to whole milliseconds; each grant comes a little after its slot (waiters wake "
-        "late on a loaded machine, and the hub's GCRA drops the time lost), which is where the rest goes. "
-        "A smaller margin cannot be expressed in whole milliseconds (33 ms would be 30.3/s). A GCRA with a "
-        "few milliseconds of tolerance (`tat = max(tat, now - tolerance)`, tolerance < 1000 - 29 × "
-        "interval) would win that back without ever allowing 31 in a second.",
-        "- Paid broadcasts declare 1000/s with no margin (the pacer counts whole milliseconds, and 1 ms is "
-        "the limit itself). Where the paid case falls short of the ceiling it is CPU: the fake, two workers "
-        "and the benchmark share the machine's CPUs, and inside each worker the event loop and aiosqlite's "
-        "thread pass the GIL back and forth on every socket write (a worker profiled under cProfile "
-        "spent about 0.4 ms per `socket.send`). With PostgreSQL (asyncpg, no thread) that convoy should "
-        "go; not measured here.",
-        '- The adapter sends through aiohttp (`http_client = "aiohttp"`, the default): PTB\'s own httpx '
-        "transport managed about 300 sendMessage/s per process here and fell to about 100/s with 16 "
-        "requests queued on its pool; aiohttp does thousands.",
-        "- The hub's shared pacer (`hub/ratelimit.py`) truncates a wait under 1 ms to 0 and lets that send "
-        "through without recording it, for the bot and for its chat. Whole-millisecond intervals avoid it, "
-        "but while urgent sends are waiting, bulk intervals are divided by 0.8 (34 ms → 42.5 ms) and it "
-        "happens; the integration tests saw a chat get two messages 0.53 s apart that way. Until the pacer "
-        "returns `math.ceil(wait)`, the tests use margins whose intervals stay whole under that division "
-        "(40 ms, 1.5 s, 4.5 s).",
-        "",
-    ]
-    return "\n".join(lines)
+        rows.append(
+            Row(
+                metric="30/s case: 429 responses from the fake",
+                value=normal["too_many_requests"],
+                unit="× 429",
+                aim="0",
+                met=normal["too_many_requests"] == 0,
+            )
+        )
+        notes.append(_case_note("30/s case", normal))
+    if paid is not None and ceiling is not None:
+        ratio = paid["rate_middle"] / ceiling["rate_middle"] if ceiling.get("rate_middle") else 0.0
+        rows.append(
+            Row(
+                metric="paid case (`paid_broadcast`, 1000/s): msg/s sustained (middle 80%)",
+                value=paid.get("rate_middle", 0.0),
+                unit="msg/s",
+                ceiling=ceiling.get("rate_middle"),
+                ceiling_what="bare aiohttp loop into the same fake, 2 processes × 32 connections, 1000/s",
+                ratio=ratio,
+                aim=f"≥ {PAID_AIM:.0%} of ceiling",
+                vs_aim=ratio / PAID_AIM,
+                met=ratio >= PAID_AIM,
+            )
+        )
+        notes.append(_case_note("paid case", paid))
+        notes.append(
+            f"ceiling (bare aiohttp loop): {ceiling['count']:,} messages accepted, "
+            f"{ceiling['rate']:.0f} msg/s first to last, busiest second {ceiling['busiest_second']}, "
+            f"{ceiling['too_many_requests']} × 429 "
+            "(its local pacing does not know the fake's sliding window; no retries)"
+        )
+    return Result(
+        name="telegram",
+        title="Telegram: two hub workers into the loopback Bot API, at 30/s and paid at 1000/s",
+        params={
+            "chats": args.chats,
+            "paid_chats": args.paid_chats,
+            "worker_processes": args.workers,
+            "safety_margin": args.margin,
+            "poll_delay": results.get("poll_delay"),
+        },
+        rows=rows,
+        notes=notes,
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def _case_note(label: str, r: dict[str, Any]) -> str:
+    states = {k: v for k, v in r.get("deliveries", {}).items() if v}
+    return (
+        f"{label}: {r['count']:,} messages accepted, {r.get('rate', 0):.1f} msg/s first to last, "
+        f"busiest second {r.get('busiest_second', 0)}, {r['too_many_requests']} × 429, "
+        f"duplicates / missing {r['duplicates']} / {r['missing']}, "
+        f"publish → last {r['publish_to_last_s']:.1f} s; hub states {states}"
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="300 chats at 30/s (about 15 s) instead of 2,000"
-    )
-    parser.add_argument("--chats", type=int, default=None, help="chats for the 30/s case (default 2000)")
-    parser.add_argument(
-        "--paid-chats", type=int, default=None, help="chats for the paid case (default 5000; --quick 2000)"
-    )
-    parser.add_argument("--margin", type=float, default=0.02, help="the adapter's safety_margin at 30/s")
-    parser.add_argument("--workers", type=int, default=2, help="hub worker processes (default 2)")
-    parser.add_argument(
-        "--pacing-waiters",
-        type=int,
-        default=None,
-        help="the adapter's pacing_waiters (default: the adapter's own)",
-    )
-    parser.add_argument("--only", choices=("normal", "paid"), default=None, help="run one case only")
-    parser.add_argument("--redis-url", default=None, help="use this Redis instead of a private redis-server")
-    parser.add_argument(
-        "--output",
-        default=str(ROOT / "docs" / "benchmarks-telegram.md"),
-        help="markdown file to write the figures to ('-' for stdout only)",
-    )
-    parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
-    parser.add_argument("--bare-sender", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.bare_sender:
-        url, first, count, step, rate, connections, start_at = args.bare_sender
-        bare_sender(url, int(first), int(count), int(step), float(rate), int(connections), float(start_at))
-        return 0
-    chats = args.chats or (300 if args.quick else 2000)
-    paid_chats = args.paid_chats or (2000 if args.quick else 5000)
+
+
+def _number(value: str) -> Any:
+    """``"100"`` -> 100, ``"0.05"`` -> 0.05 (the settings file is TOML); anything else stays a string."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def run(args: argparse.Namespace) -> Result:
+    args.chats = args.chats or (300 if args.quick else 2000)
+    args.paid_chats = args.paid_chats or (2000 if args.quick else 5000)
 
     from channels.telegram import _rate
 
     interval_ms = round(_rate("k", 30, 1.0, args.margin).period * 1000)
-    results: dict[str, Any] = {"load": os.getloadavg()}
+    queue = {"poll_delay": 0.01, "lease_seconds": 30}
+    queue.update((k, _number(v)) for k, v in queue_overrides(args.queue).items())
+    results: dict[str, Any] = {"poll_delay": queue["poll_delay"]}
     with (
         tempfile.TemporaryDirectory(prefix="bench-telegram-") as tmp,
         private_redis(args.redis_url) as redis_url,
@@ -572,35 +561,58 @@ def main(argv: list[str] | None = None) -> int:
         extra = {} if args.pacing_waiters is None else {"pacing_waiters": args.pacing_waiters}
         if args.only in (None, "normal"):
             print(
-                f"30/s: {chats} chats, {args.workers} workers, safety_margin {args.margin} "
+                f"   30/s: {args.chats} chats, {args.workers} workers, safety_margin {args.margin} "
                 f"({interval_ms} ms)",
                 flush=True,
             )
             conf = {"safety_margin": args.margin, "chat_safety_margin": 0.2, **extra}
-            results["normal"] = run_case(Case("normal", chats, 30, conf), redis_url, args.workers, directory)
+            case = Case("normal", args.chats, NORMAL_LIMIT, conf)
+            results["normal"] = run_case(case, redis_url, args.workers, directory, queue)
             results["normal"]["interval_ms"] = interval_ms
-            print(json.dumps(results["normal"]), flush=True)
         if args.only in (None, "paid"):
-            print(f"ceiling: bare aiohttp loop, {paid_chats} chats at 1000/s", flush=True)
-            results["ceiling"] = measure_ceiling(paid_chats, 1000)
-            print(json.dumps(results["ceiling"]), flush=True)
-            print(f"paid: {paid_chats} chats, {args.workers} workers", flush=True)
+            print(f"   ceiling: bare aiohttp loop, {args.paid_chats} chats at 1000/s", flush=True)
+            results["ceiling"] = measure_ceiling(args.paid_chats, 1000)
+            print(f"   paid: {args.paid_chats} chats, {args.workers} workers", flush=True)
             conf = {"paid_broadcast": True, "paid_rate_per_second": 1000, "chat_safety_margin": 0.2, **extra}
-            paid = Case("paid", paid_chats, 1000, conf)
-            results["paid"] = run_case(paid, redis_url, args.workers, directory)
-            print(json.dumps(results["paid"]), flush=True)
-    if args.only:
-        return 0
-    text = markdown(results, args)
-    print(text)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    if args.output != "-":
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"written to {args.output}")
-    return 0
+            paid = Case("paid", args.paid_chats, 1000, conf)
+            results["paid"] = run_case(paid, redis_url, args.workers, directory, queue)
+    return result_of(results, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument(
+        "--chats", type=int, default=None, help="chats for the 30/s case (default 2000; --quick 300)"
+    )
+    p.add_argument(
+        "--paid-chats", type=int, default=None, help="chats for the paid case (default 5000; --quick 2000)"
+    )
+    p.add_argument("--margin", type=float, default=0.02, help="the adapter's safety_margin at 30/s")
+    p.add_argument("--workers", type=int, default=2, help="hub worker processes")
+    p.add_argument(
+        "--pacing-waiters",
+        type=int,
+        default=None,
+        help="the adapter's pacing_waiters (default: the adapter's own)",
+    )
+    p.add_argument("--only", choices=("normal", "paid"), default=None, help="run one case only")
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get(REDIS_ENV),
+        help=f"use this Redis (default ${REDIS_ENV}; unset: a private redis-server of its own)",
+    )
+    p.add_argument("--bare-sender", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> Result | None:
+    args = build_parser().parse_args(argv)
+    if args.bare_sender:  # one process of the ceiling's bare loop (see measure_ceiling)
+        url, first, count, step, rate, connections, start_at = args.bare_sender
+        bare_sender(url, int(first), int(count), int(step), float(rate), int(connections), float(start_at))
+        return None
+    return cli(run, build_parser, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

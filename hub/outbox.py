@@ -224,9 +224,11 @@ async def _page(session: Any, message: Message, audience: Any, enabled: set[str]
             .limit(chunk)
         )
         return list((await session.execute(query)).scalars())
-    topic_ids = (
-        await session.execute(select(MessageTopic.topic_id).where(MessageTopic.message_id == message.id))
-    ).scalars()
+    topic_ids = list(
+        (
+            await session.execute(select(MessageTopic.topic_id).where(MessageTopic.message_id == message.id))
+        ).scalars()
+    )
     ids: set[int] = set()
     for topic_id in topic_ids:
         query = (
