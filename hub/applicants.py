@@ -18,20 +18,8 @@ from hub import outbox, signing
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.store.models import ApplicantCase, CaseEndpoint, CaseUpdate, Office
-from hub.subscriptions import SubscriptionError, endpoint_for, normalize
+from hub.subscriptions import endpoint_for, normalize
 
-DOCUMENTS = (
-    "KTP-el",
-    "KK",
-    "KIA",
-    "akta kelahiran",
-    "akta kematian",
-    "akta perkawinan",
-    "akta perceraian",
-    "pindah datang",
-    "legalisir",
-    "lainnya",
-)
 Status = Literal["received", "verified", "needs_document", "ready", "rejected", "done"]
 
 
@@ -176,15 +164,3 @@ async def track(hub: Hub, reference: str, pin: str) -> ApplicantCase | None:
             if secrets.compare_digest(case.pin_hash, expected):
                 return case
     return None
-
-
-__all__ = [
-    "DOCUMENTS",
-    "ApplicantError",
-    "CaseInput",
-    "SubscriptionError",
-    "UpdateInput",
-    "open_case",
-    "post_update",
-    "track",
-]

@@ -19,7 +19,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from hub.logs import log
 from hub.settings import RedisSection
 
-LANES = ("urgent", "bulk")
 #: Set when the hub first writes to a Redis; its absence means Redis lost its data (flush, restart).
 EPOCH_KEY = "epoch"
 

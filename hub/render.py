@@ -158,15 +158,6 @@ class Renderer:
             return None
         return self._block(name, "page", ctx).strip()
 
-    def render_string(self, source: str, context: dict[str, Any]) -> str:
-        """Render staff-written template text, in the same sandbox."""
-        try:
-            return self.env.from_string(source).render(context)
-        except UndefinedError as exc:
-            raise RenderError(f"missing value: {exc.message}") from exc
-        except (SecurityError, TemplateSyntaxError) as exc:
-            raise RenderError(str(exc)) from exc
-
 
 def _in_context(fn: Any) -> Any:
     """Give a filter the message's locale and the office's zone without the template passing them."""
