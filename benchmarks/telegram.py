@@ -516,6 +516,7 @@ def result_of(results: dict[str, Any], args: argparse.Namespace) -> Result:
             "paid_chats": args.paid_chats,
             "worker_processes": args.workers,
             "safety_margin": args.margin,
+            "paid_safety_margin": "adapter default" if args.paid_margin is None else args.paid_margin,
             "poll_delay": results.get("poll_delay"),
         },
         rows=rows,
@@ -574,6 +575,8 @@ def run(args: argparse.Namespace) -> Result:
             results["ceiling"] = measure_ceiling(args.paid_chats, 1000)
             print(f"   paid: {args.paid_chats} chats, {args.workers} workers", flush=True)
             conf = {"paid_broadcast": True, "paid_rate_per_second": 1000, "chat_safety_margin": 0.2, **extra}
+            if args.paid_margin is not None:
+                conf["safety_margin"] = args.paid_margin
             paid = Case("paid", args.paid_chats, 1000, conf)
             results["paid"] = run_case(paid, redis_url, args.workers, directory, queue)
     return result_of(results, args)
@@ -588,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--paid-chats", type=int, default=None, help="chats for the paid case (default 5000; --quick 2000)"
     )
     p.add_argument("--margin", type=float, default=0.02, help="the adapter's safety_margin at 30/s")
+    p.add_argument(
+        "--paid-margin",
+        type=float,
+        default=None,
+        help="the adapter's safety_margin in the paid case (default: the adapter's own, 0.02)",
+    )
     p.add_argument("--workers", type=int, default=2, help="hub worker processes")
     p.add_argument(
         "--pacing-waiters",

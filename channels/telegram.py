@@ -12,7 +12,6 @@ import hmac
 import html
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -316,11 +315,10 @@ def _is_transient(exc: TelegramError) -> bool:
 
 
 def _rate(key: str, count: float, period: float, margin: float) -> Rate:
-    """``count`` per ``period``; with a margin, that much slower, as one send per whole milliseconds."""
+    """``count`` per ``period``; with a margin, that much slower."""
     if margin <= 0:
         return Rate(key, count, period)
-    interval_ms = math.ceil(round(1000.0 * period * (1.0 + margin) / count, 6))
-    return Rate(key, 1, interval_ms / 1000.0)
+    return Rate(key, count, period * (1.0 + margin))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -330,7 +328,7 @@ def _rate(key: str, count: float, period: float, margin: float) -> Rate:
 class AiohttpRequest(BaseRequest):
     """PTB's HTTP transport on aiohttp instead of httpx.
 
-    Measured here (benchmarks/telegram.py, docs/benchmarks-telegram.md): PTB on httpx managed about 300
+    Measured here (benchmarks/telegram.py, docs/benchmarks.md): PTB on httpx managed about 300
     sendMessage calls a second per process, and fewer the more calls were in flight at once (about 100/s
     with 16 waiting on a pool of 4), where aiohttp sends thousands. At 30/s either will do; a paid
     broadcast at up to 1000/s needs this. Errors map as PTB's own transport maps them.

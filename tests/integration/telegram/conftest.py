@@ -38,10 +38,7 @@ WEBHOOK = "/v1/channels/telegram/webhook"
 #: CPUs) requests that queued while that process waited for a CPU are stamped together, and a hub pacing
 #: at exactly 30/s is then seen sending 31 in a second. 20% bot-wide (one send per 40 ms) and 50% per
 #: chat (1.5 s; a group 4.5 s) leave the fake 200 and 500 ms of slack; what a 2% margin gives is measured
-#: by benchmarks/telegram.py. These margins also keep every interval in the shared pacer a whole number of
-#: milliseconds when urgent sends slow bulk to 0.8 of the rate (40 / 0.8 = 50 ms): hub/ratelimit.py
-#: truncates a wait under 1 ms to 0 and then lets the send through unrecorded, which fractional intervals
-#: trigger (see docs/benchmarks-telegram.md).
+#: by benchmarks/telegram.py (docs/benchmarks.md).
 MARGINS = {"safety_margin": 0.2, "chat_safety_margin": 0.5}
 
 
