@@ -60,6 +60,9 @@ class QueueSection(BaseModel):
     #: A due delivery enqueued longer ago than this is queued again (the claim makes repeats harmless).
     stale_after_seconds: float = 300.0
     flush_every: int = 20
+    #: ... or after this many seconds, whichever comes first. The crash bound depends only on
+    #: ``flush_every``; this keeps slow channels' statuses fresh without a transaction per send.
+    flush_seconds: float = 1.0
     poll_delay: float = 0.05
 
 

@@ -107,7 +107,10 @@ class _Recorder:
 
     async def add(self, delivery_id: int, outcome: Outcome) -> None:
         self.buffer.append((delivery_id, outcome))
-        if len(self.buffer) >= self.every or time.monotonic() - self.last > 0.1:
+        if (
+            len(self.buffer) >= self.every
+            or time.monotonic() - self.last > self.hub.settings.queue.flush_seconds
+        ):
             await self.flush()
 
     async def flush(self) -> None:
