@@ -25,6 +25,9 @@ from hub.context import Hub, build_hub
 from hub.regions import load, read_file
 from hub.settings import Settings, load_settings
 
+#: Matrix fixtures (one Synapse per session, started only when a test asks for it).
+pytest_plugins = ["tests.services.synapse"]
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("HUB_TEST_REDIS", "redis://127.0.0.1:6379/15")
 PG_URL = os.environ.get("HUB_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")

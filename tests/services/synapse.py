@@ -24,7 +24,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,8 +83,13 @@ class SynapseServer:
             nonce = http.get("/_synapse/admin/v1/register").raise_for_status().json()["nonce"]
             message = "\x00".join((nonce, name, password, "admin" if admin else "notadmin"))
             mac = hmac.new(self.shared_secret.encode(), message.encode(), hashlib.sha1)
-            body = {"nonce": nonce, "username": name, "password": password, "admin": admin,
-                    "mac": mac.hexdigest()}
+            body = {
+                "nonce": nonce,
+                "username": name,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            }
             resp = http.post("/_synapse/admin/v1/register", json=body)
             if resp.status_code != 200:
                 raise RuntimeError(f"registering {name!r} failed: {resp.status_code} {resp.text}")
@@ -105,8 +110,12 @@ class SynapseServer:
 
     def login(self, user: MatrixUser, device_id: str) -> str:
         """A new access token for ``user`` on a device of our choosing (fixed device ids)."""
-        body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user.user_id},
-                "password": user.password, "device_id": device_id}
+        body = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user.user_id},
+            "password": user.password,
+            "device_id": device_id,
+        }
         with httpx.Client(base_url=self.base_url, timeout=30) as http:
             resp = http.post("/_matrix/client/v3/login", json=body).raise_for_status()
         return str(resp.json()["access_token"])
@@ -186,8 +195,14 @@ def write_config(directory: Path, port: int, shared_secret: str) -> Path:
     log_config = {
         "version": 1,
         "formatters": {"plain": {"format": "%(asctime)s %(name)s %(levelname)s %(message)s"}},
-        "handlers": {"file": {"class": "logging.FileHandler", "formatter": "plain",
-                              "filename": str(directory / "homeserver.log"), "encoding": "utf8"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "formatter": "plain",
+                "filename": str(directory / "homeserver.log"),
+                "encoding": "utf8",
+            }
+        },
         "root": {"level": "WARNING", "handlers": ["file"]},
         "disable_existing_loggers": False,
     }
@@ -195,10 +210,16 @@ def write_config(directory: Path, port: int, shared_secret: str) -> Path:
     config = {
         "server_name": SERVER_NAME,
         "pid_file": str(directory / "homeserver.pid"),
-        "listeners": [{
-            "port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-            "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
-        }],
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": False,
+                "x_forwarded": False,
+                "resources": [{"names": ["client"], "compress": False}],
+            }
+        ],
         "database": {"name": "sqlite3", "args": {"database": str(directory / "homeserver.db")}},
         "log_config": str(directory / "log.yaml"),
         "media_store_path": str(directory / "media"),
@@ -234,7 +255,10 @@ def run_synapse(directory: Path, python: Path | None = None) -> Iterator[Synapse
     stderr = (directory / "stderr.log").open("wb")
     process = subprocess.Popen(
         [str(python), "-m", "synapse.app.homeserver", "-c", str(config)],
-        cwd=directory, stdout=stderr, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=directory,
+        stdout=stderr,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     server = SynapseServer(f"http://127.0.0.1:{port}", directory, shared_secret, process)
     try:
@@ -267,7 +291,8 @@ class Person:
         self.user_id = user.user_id
         self.http = httpx.AsyncClient(
             base_url=f"{server.base_url}/_matrix/client/v3",
-            headers={"Authorization": f"Bearer {user.access_token}"}, timeout=30,
+            headers={"Authorization": f"Bearer {user.access_token}"},
+            timeout=30,
         )
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -275,9 +300,16 @@ class Person:
         assert resp.status_code == 200, f"{method} {path}: {resp.status_code} {resp.text}"
         return dict(resp.json())
 
-    async def create_room(self, *, invite: Sequence[str] = (), public: bool = False,
-                          alias: str | None = None, encrypted: bool = False, name: str | None = None,
-                          is_direct: bool = False) -> str:
+    async def create_room(
+        self,
+        *,
+        invite: Sequence[str] = (),
+        public: bool = False,
+        alias: str | None = None,
+        encrypted: bool = False,
+        name: str | None = None,
+        is_direct: bool = False,
+    ) -> str:
         body: dict[str, Any] = {"preset": "public_chat" if public else "private_chat", "invite": list(invite)}
         if alias:
             body["room_alias_name"] = alias
@@ -286,8 +318,13 @@ class Person:
         if is_direct:
             body["is_direct"] = True
         if encrypted:
-            body["initial_state"] = [{"type": "m.room.encryption", "state_key": "",
-                                      "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+            body["initial_state"] = [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ]
         return str((await self.call("POST", "/createRoom", body))["room_id"])
 
     async def join(self, room: str) -> None:
@@ -302,8 +339,9 @@ class Person:
     async def say(self, room_id: str, body: str) -> str:
         """Send an m.text message; returns its event id."""
         txn = uuid.uuid4().hex
-        sent = await self.call("PUT", f"/rooms/{quote(room_id)}/send/m.room.message/{txn}",
-                               {"msgtype": "m.text", "body": body})
+        sent = await self.call(
+            "PUT", f"/rooms/{quote(room_id)}/send/m.room.message/{txn}", {"msgtype": "m.text", "body": body}
+        )
         return str(sent["event_id"])
 
     async def messages(self, room_id: str) -> list[dict[str, Any]]:
@@ -334,3 +372,46 @@ class Person:
             if set(members["joined"]) == {self.user_id, user_id}:
                 found.append(room_id)
         return found
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fixtures (registered for the whole suite in tests/conftest.py, so one Synapse serves every test)
+
+NewUser = Callable[[str], Awaitable["Person"]]
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
+    with run_synapse(tmp_path_factory.mktemp("synapse")) as server:
+        yield server
+
+
+@pytest.fixture
+async def new_user(synapse: SynapseServer) -> AsyncIterator[NewUser]:
+    """Fresh human users on the test Synapse, their HTTP clients closed afterwards."""
+    humans: list[Person] = []
+
+    async def make(prefix: str) -> Person:
+        human = Person(synapse, synapse.register(f"{prefix}-{uuid.uuid4().hex[:8]}"))
+        humans.append(human)
+        return human
+
+    yield make
+    for human in humans:
+        await human.http.aclose()
+
+
+@pytest.fixture
+def bot(synapse: SynapseServer) -> MatrixUser:
+    """The hub's bot account, exempt from Synapse's message limits (FACTS: override_ratelimit)."""
+    user = synapse.register(f"dukcapil-{uuid.uuid4().hex[:8]}")
+    synapse.override_ratelimit(user.user_id, 0, 0)
+    return user
+
+
+@pytest.fixture
+async def bot_person(synapse: SynapseServer, bot: MatrixUser) -> AsyncIterator[Person]:
+    """The bot's account driven as a plain client (its own device), to join rooms as an operator would."""
+    person = Person(synapse, bot)
+    yield person
+    await person.http.aclose()

@@ -2,51 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from channels.matrix import MatrixChannel
-from tests.services.synapse import MatrixUser, Person, SynapseServer, run_synapse
-
-
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
-    with run_synapse(tmp_path_factory.mktemp("synapse")) as server:
-        yield server
-
-
-@pytest.fixture
-async def new_user(synapse: SynapseServer) -> AsyncIterator[Callable[[str], Awaitable[Person]]]:
-    humans: list[Person] = []
-
-    async def make(prefix: str) -> Person:
-        human = Person(synapse, synapse.register(f"{prefix}-{uuid.uuid4().hex[:8]}"))
-        humans.append(human)
-        return human
-
-    yield make
-    for human in humans:
-        await human.http.aclose()
-
-
-@pytest.fixture
-def bot(synapse: SynapseServer) -> MatrixUser:
-    """A bot account exempt from message limits, as a production bot should be (FACTS: override_ratelimit)."""
-    user = synapse.register(f"bot-{uuid.uuid4().hex[:8]}")
-    synapse.override_ratelimit(user.user_id, 0, 0)
-    return user
-
-
-@pytest.fixture
-async def bot_person(synapse: SynapseServer, bot: MatrixUser) -> AsyncIterator[Person]:
-    """The bot's account seen as a client, to join rooms the way an operator would."""
-    person = Person(synapse, bot)
-    yield person
-    await person.http.aclose()
+from tests.services.synapse import MatrixUser, SynapseServer
 
 
 @pytest.fixture

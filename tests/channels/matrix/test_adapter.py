@@ -90,8 +90,13 @@ def test_normalize_address_accepts_the_three_forms() -> None:
 
 
 def test_render_turns_newlines_into_br_and_buttons_into_links() -> None:
-    body, html = render(Content(text="Jam buka\n08.00", html="<b>Jam buka</b>\n08.00",
-                                buttons=(Button("Peta", url="https://x.id/?a=1&b=2"),)))
+    body, html = render(
+        Content(
+            text="Jam buka\n08.00",
+            html="<b>Jam buka</b>\n08.00",
+            buttons=(Button("Peta", url="https://x.id/?a=1&b=2"),),
+        )
+    )
     assert body == "Jam buka\n08.00\n\nPeta: https://x.id/?a=1&b=2"
     assert html == '<b>Jam buka</b><br>08.00<br><br><a href="https://x.id/?a=1&amp;b=2">Peta</a>'
     assert render(Content(text="a < b\nc")) == ("a < b\nc", "a &lt; b<br>c")
@@ -136,8 +141,11 @@ async def test_send_to_public_room_by_alias_is_read_back(
     channel = await make_channel()
     pacer = RecordingPacer()
 
-    content = Content(text="Pelayanan KTP-el\nbuka 08.00", html="<b>Pelayanan KTP-el</b>\nbuka 08.00",
-                      buttons=(Button("Jadwal", url="https://disdukcapil.example.id/jadwal"),))
+    content = Content(
+        text="Pelayanan KTP-el\nbuka 08.00",
+        html="<b>Pelayanan KTP-el</b>\nbuka 08.00",
+        buttons=(Button("Jadwal", url="https://disdukcapil.example.id/jadwal"),),
+    )
     out = Outbound(delivery_id=1, address=f"#{alias}:localhost", content=content, lane="urgent")
     outcomes = await send_all(channel, [out], pacer)
 
@@ -149,8 +157,8 @@ async def test_send_to_public_room_by_alias_is_read_back(
         "msgtype": "m.notice",
         "body": "Pelayanan KTP-el\nbuka 08.00\n\nJadwal: https://disdukcapil.example.id/jadwal",
         "format": "org.matrix.custom.html",
-        "formatted_body": '<b>Pelayanan KTP-el</b><br>buka 08.00<br><br>'
-                          '<a href="https://disdukcapil.example.id/jadwal">Jadwal</a>',
+        "formatted_body": "<b>Pelayanan KTP-el</b><br>buka 08.00<br><br>"
+        '<a href="https://disdukcapil.example.id/jadwal">Jadwal</a>',
     }
     [(rates, lane)] = pacer.waits
     assert lane == "urgent" and rates[0].key.startswith("mx:127.0.0.1:") and rates[0].count == 5
@@ -166,8 +174,11 @@ async def test_direct_room_created_once_and_reused_after_restart(
     invites = await citizen.invites()
     assert len(invites) == 1
     [room_id] = invites
-    is_direct = [e["content"].get("is_direct") for e in invites[room_id]["invite_state"]["events"]
-                 if e["type"] == "m.room.member" and e["state_key"] == citizen.user_id]
+    is_direct = [
+        e["content"].get("is_direct")
+        for e in invites[room_id]["invite_state"]["events"]
+        if e["type"] == "m.room.member" and e["state_key"] == citizen.user_id
+    ]
     assert is_direct == [True]
 
     await channel.close()  # a restarted worker must find the same room through m.direct
@@ -188,7 +199,10 @@ async def test_unknown_user_is_rejected(make_channel: ChannelFactory) -> None:
 
 
 async def test_same_delivery_sent_twice_posts_one_event(
-    make_channel: ChannelFactory, new_user: NewUser, bot_person: Person, bot: MatrixUser,
+    make_channel: ChannelFactory,
+    new_user: NewUser,
+    bot_person: Person,
+    bot: MatrixUser,
     synapse: SynapseServer,
 ) -> None:
     alice: Person = await new_user("alice")
@@ -238,7 +252,10 @@ async def test_batch_keeps_order_within_a_room(
 
 
 async def test_rate_limited_bot_pauses_and_retries_later(
-    make_channel: ChannelFactory, new_user: NewUser, bot_person: Person, bot: MatrixUser,
+    make_channel: ChannelFactory,
+    new_user: NewUser,
+    bot_person: Person,
+    bot: MatrixUser,
     synapse: SynapseServer,
 ) -> None:
     alice: Person = await new_user("alice")
@@ -260,8 +277,13 @@ async def test_encrypted_room_message_is_decrypted_by_recipient(
 ) -> None:
     alice_human: Person = await new_user("alice")
     user = alice_human.user
-    alice = AsyncClient(synapse.base_url, user.user_id, device_id=user.device_id,
-                        store_path=str(tmp_path / "alice"), config=AsyncClientConfig(encryption_enabled=True))
+    alice = AsyncClient(
+        synapse.base_url,
+        user.user_id,
+        device_id=user.device_id,
+        store_path=str(tmp_path / "alice"),
+        config=AsyncClientConfig(encryption_enabled=True),
+    )
     (tmp_path / "alice").mkdir()
     alice.restore_login(user.user_id, user.device_id, user.access_token)
     try:
@@ -342,6 +364,7 @@ async def test_listen_commands_membership_and_invites(
 
 async def started(channel: MatrixChannel) -> None:
     """Wait until the listen loop's first sync (the one that skips history) is done."""
+
     async def synced() -> bool:
         return bool(channel.client and channel.client.next_batch)
 
@@ -413,8 +436,9 @@ async def test_second_process_on_the_same_device_is_a_standby(
 
     started = time.monotonic()
     outcomes = await send_all(standby, [item(500, room_id, "dari cadangan")])
-    assert outcomes[500] == RetryLater(f"device {standby.device_id} is owned by another process",
-                                       standby.standby_retry_seconds)
+    assert outcomes[500] == RetryLater(
+        f"device {standby.device_id} is owned by another process", standby.standby_retry_seconds
+    )
     assert time.monotonic() - started < 1
 
     await owner.close()

@@ -4,8 +4,7 @@ One Synapse serves the whole session (users and rooms are new in every test). Th
 logs in with the bot's password on a fixed device, keeps its crypto store in the test's tmp directory and
 is exempt from Synapse's message limits, as a production bot should be; the hub paces it itself.
 
-Redis is a private ``redis-server`` on a free port when the binary is there: other suites flush db 15 of
-the shared one, which would wipe the queue in the middle of a broadcast here.
+Synapse and its user fixtures come from tests/services/synapse.py; Redis from tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -29,19 +28,13 @@ from hub.inbound import handle_inbound
 from hub.settings import Settings
 from hub.worker import drain
 from tests.conftest import PG_URL, _drop_schema, make_settings, start_hub
-from tests.services.synapse import MatrixUser, Person, SynapseServer, run_synapse
+from tests.services.synapse import MatrixUser, Person, SynapseServer
 
 DEVICE = "HUBMATRIX1"
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Services
-
-
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
-    with run_synapse(tmp_path_factory.mktemp("synapse")) as server:
-        yield server
 
 
 @pytest.fixture
@@ -109,8 +102,9 @@ class SlowProxy:
             return
         self.writers.add(up_writer)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer, 0.0),
-                                 self._pipe(up_reader, writer, self.delay))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, 0.0), self._pipe(up_reader, writer, self.delay)
+            )
         finally:
             for w in (writer, up_writer):
                 w.close()
@@ -163,39 +157,6 @@ def slow_synapse(synapse: SynapseServer) -> Iterator[SlowProxy]:
 # People and the bot
 
 
-NewUser = Callable[[str], Awaitable[Person]]
-
-
-@pytest.fixture
-async def new_user(synapse: SynapseServer) -> AsyncIterator[NewUser]:
-    humans: list[Person] = []
-
-    async def make(prefix: str) -> Person:
-        human = Person(synapse, synapse.register(f"{prefix}-{uuid.uuid4().hex[:8]}"))
-        humans.append(human)
-        return human
-
-    yield make
-    for human in humans:
-        await human.http.aclose()
-
-
-@pytest.fixture
-def bot(synapse: SynapseServer) -> MatrixUser:
-    """The hub's bot account, exempt from Synapse's message limits (FACTS: override_ratelimit)."""
-    user = synapse.register(f"dukcapil-{uuid.uuid4().hex[:8]}")
-    synapse.override_ratelimit(user.user_id, 0, 0)
-    return user
-
-
-@pytest.fixture
-async def bot_person(synapse: SynapseServer, bot: MatrixUser) -> AsyncIterator[Person]:
-    """The bot's account driven as a plain client (its own device), to join rooms as an operator would."""
-    person = Person(synapse, bot)
-    yield person
-    await person.http.aclose()
-
-
 async def add_bot(owner: Person, bot_person: Person, room_id: str) -> None:
     await owner.invite(room_id, bot_person.user_id)
     await bot_person.join(room_id)
@@ -217,8 +178,9 @@ def matrix_conf(homeserver: str, bot: MatrixUser, store: Path, **overrides: Any)
     }
 
 
-def matrix_settings(database: tuple[str, str | None], redis_url: str, conf: dict[str, Any],
-                    **queue: Any) -> Settings:
+def matrix_settings(
+    database: tuple[str, str | None], redis_url: str, conf: dict[str, Any], **queue: Any
+) -> Settings:
     url, schema = database
     settings = make_settings(url, redis_url, None, schema, reconcile_every_seconds=2, **queue)
     settings.channels = {"matrix": conf}
@@ -228,7 +190,10 @@ def matrix_settings(database: tuple[str, str | None], redis_url: str, conf: dict
 
 @pytest.fixture
 async def mx_hub(
-    sqlite_database: tuple[str, str | None], redis_url: str, synapse: SynapseServer, bot: MatrixUser,
+    sqlite_database: tuple[str, str | None],
+    redis_url: str,
+    synapse: SynapseServer,
+    bot: MatrixUser,
     tmp_path: Path,
 ) -> AsyncIterator[Hub]:
     """A hub whose only channel is Matrix, on SQLite (the broadcast test runs on PostgreSQL)."""
@@ -249,8 +214,13 @@ class E2EReader:
 
     def __init__(self, synapse: SynapseServer, user: MatrixUser, store: Path) -> None:
         store.mkdir(parents=True, exist_ok=True)
-        self.client = AsyncClient(synapse.base_url, user.user_id, device_id=user.device_id,
-                                  store_path=str(store), config=AsyncClientConfig(encryption_enabled=True))
+        self.client = AsyncClient(
+            synapse.base_url,
+            user.user_id,
+            device_id=user.device_id,
+            store_path=str(store),
+            config=AsyncClientConfig(encryption_enabled=True),
+        )
         self.client.restore_login(user.user_id, user.device_id, user.access_token)
 
     async def start(self) -> None:
@@ -282,12 +252,16 @@ class E2EReader:
 
 async def bot_bodies(person: Person, room_id: str, bot_id: str) -> list[tuple[str, str]]:
     """``(event_id, body)`` of every message the bot posted in a room, oldest first."""
-    return [(e["event_id"], e["content"].get("body", "")) for e in await person.messages(room_id)
-            if e["sender"] == bot_id]
+    return [
+        (e["event_id"], e["content"].get("body", ""))
+        for e in await person.messages(room_id)
+        if e["sender"] == bot_id
+    ]
 
 
-async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = 30.0,
-                     what: str = "condition") -> Any:
+async def wait_until(
+    predicate: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = await predicate()
@@ -298,8 +272,9 @@ async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = 3
         await asyncio.sleep(0.1)
 
 
-async def wait_done(hub: Hub, message_id: int, timeout: float = 60.0,
-                    check: Callable[[], None] | None = None) -> dict[str, Any]:
+async def wait_done(
+    hub: Hub, message_id: int, timeout: float = 60.0, check: Callable[[], None] | None = None
+) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         if check is not None:
             check()

@@ -17,13 +17,12 @@ from hub.store.models import CaseEndpoint, Endpoint, Subscription, Topic
 from tests.conftest import start_hub
 from tests.integration.matrix.conftest import (
     Listening,
-    NewUser,
     bot_bodies,
     matrix_conf,
     matrix_settings,
     wait_until,
 )
-from tests.services.synapse import MatrixUser, Person, SynapseServer
+from tests.services.synapse import MatrixUser, NewUser, Person, SynapseServer
 
 HOURS = [
     "Jam layanan Dindukcapil Kota Pekalongan:",
@@ -126,8 +125,9 @@ async def test_commands_in_a_direct_chat_change_subscriptions(
 async def test_track_in_a_shared_room_is_answered_in_a_direct_message(
     mx_hub: Hub, listening: Listening, new_user: NewUser, bot: MatrixUser
 ) -> None:
-    case = await applicants.open_case(mx_hub, "kota-pekalongan",
-                                      applicants.CaseInput(reference="3375-KTP-0042", document="KTP-el"))
+    case = await applicants.open_case(
+        mx_hub, "kota-pekalongan", applicants.CaseInput(reference="3375-KTP-0042", document="KTP-el")
+    )
     humas, dewi = await new_user("humas"), await new_user("dewi")
     group = await humas.create_room(name="Warga RW 05 Kraton Kidul", invite=[dewi.user_id, bot.user_id])
     await dewi.join(group)
@@ -149,12 +149,17 @@ async def test_track_in_a_shared_room_is_answered_in_a_direct_message(
 
     # Dewi's own endpoint is linked to the case, not the group: the next status change comes to her DM.
     async with mx_hub.db.session() as session:
-        linked = set((await session.execute(
-            select(Endpoint.address).join(CaseEndpoint, CaseEndpoint.endpoint_id == Endpoint.id)
-        )).scalars())
+        linked = set(
+            (
+                await session.execute(
+                    select(Endpoint.address).join(CaseEndpoint, CaseEndpoint.endpoint_id == Endpoint.id)
+                )
+            ).scalars()
+        )
     assert linked == {dewi.user_id}
-    await applicants.post_update(mx_hub, "kota-pekalongan", case.reference,
-                                 applicants.UpdateInput(status="verified"))
+    await applicants.post_update(
+        mx_hub, "kota-pekalongan", case.reference, applicants.UpdateInput(status="verified")
+    )
     await listening.settle()
     update = (await in_group.bot_says(direct))[-1]
     assert "3375-KTP-0042" in update and "diverifikasi" in update
@@ -195,8 +200,12 @@ async def test_kelurahan_room_registers_with_a_one_time_code(
 
 
 async def test_invites_from_servers_not_allowed_are_declined(
-    sqlite_database: tuple[str, str | None], redis_url: str, synapse: SynapseServer, bot: MatrixUser,
-    new_user: NewUser, tmp_path: Path,
+    sqlite_database: tuple[str, str | None],
+    redis_url: str,
+    synapse: SynapseServer,
+    bot: MatrixUser,
+    new_user: NewUser,
+    tmp_path: Path,
 ) -> None:
     conf = matrix_conf(synapse.base_url, bot, tmp_path / "store", allowed_servers=["kemendagri.go.id"])
     hub = await start_hub(matrix_settings(sqlite_database, redis_url, conf))
@@ -217,8 +226,9 @@ async def test_invites_from_servers_not_allowed_are_declined(
 
 
 async def publish(hub: Hub, listening: Listening, title: str) -> None:
-    req = announcements.AnnouncementInput(template="free_text", topics=["kota-pekalongan"],
-                                          data={"title": title, "text": "Isi pengumuman."})
+    req = announcements.AnnouncementInput(
+        template="free_text", topics=["kota-pekalongan"], data={"title": title, "text": "Isi pengumuman."}
+    )
     _, message = await announcements.create(hub, req, publish=True)
     assert message is not None
     await listening.settle()

@@ -28,7 +28,6 @@ from hub.store.models import Delivery, Endpoint
 from tests.conftest import start_hub
 from tests.integration.matrix.conftest import (
     E2EReader,
-    NewUser,
     SlowProxy,
     add_bot,
     bot_bodies,
@@ -37,7 +36,7 @@ from tests.integration.matrix.conftest import (
     wait_done,
     wait_until,
 )
-from tests.services.synapse import MatrixUser, Person, SynapseServer
+from tests.services.synapse import MatrixUser, NewUser, Person, SynapseServer
 from tests.workers import kill, worker_processes, write_settings
 
 CITIZENS = 50
@@ -46,8 +45,14 @@ TEXT = "Mulai Senin, loket Dindukcapil buka pukul 08.00–11.00 WIB; layanan lai
 
 
 async def test_broadcast_reaches_each_once_through_a_killed_worker(
-    pg_database: tuple[str, str | None], redis_url: str, synapse: SynapseServer, bot: MatrixUser,
-    bot_person: Person, new_user: NewUser, slow_synapse: SlowProxy, tmp_path: Path,
+    pg_database: tuple[str, str | None],
+    redis_url: str,
+    synapse: SynapseServer,
+    bot: MatrixUser,
+    bot_person: Person,
+    new_user: NewUser,
+    slow_synapse: SlowProxy,
+    tmp_path: Path,
 ) -> None:
     # Rooms as offices have them: two kelurahan rooms, the staff's encrypted room, and one that removed
     # the bot. A reader with an encrypting device of her own sits in the encrypted room.
@@ -63,8 +68,9 @@ async def test_broadcast_reaches_each_once_through_a_killed_worker(
     try:
         await reader.start()
         rooms = [await humas.create_room(name=f"Kelurahan {n}") for n in ("Kraton Kidul", "Panjang Wetan")]
-        secret_room = await humas.create_room(name="Humas (terenkripsi)", encrypted=True,
-                                              invite=[secretary.user_id])
+        secret_room = await humas.create_room(
+            name="Humas (terenkripsi)", encrypted=True, invite=[secretary.user_id]
+        )
         await reader.client.join(secret_room)
         kicked_room = await humas.create_room(name="Kelurahan Podosugih")
         for room_id in [*rooms, secret_room, kicked_room]:
@@ -75,15 +81,17 @@ async def test_broadcast_reaches_each_once_through_a_killed_worker(
         settings = matrix_settings(pg_database, redis_url, conf, lease_seconds=2)
         hub = await start_hub(settings)
         for room_id in [*rooms, secret_room, kicked_room]:
-            await subscriptions.subscribe(hub, "kota-pekalongan", "matrix", room_id, confirmed=True,
-                                          kind="group")
+            await subscriptions.subscribe(
+                hub, "kota-pekalongan", "matrix", room_id, confirmed=True, kind="group"
+            )
         for user_id in citizen_ids:
             await subscriptions.subscribe(hub, "kota-pekalongan", "matrix", user_id, confirmed=True)
         citizens += [Person(synapse, user) for user in await registering]
         assert [c.user_id for c in citizens] == citizen_ids
         settings_file = write_settings(settings, tmp_path / "worker.toml")
-        req = announcements.AnnouncementInput(template="free_text", topics=["kota-pekalongan"],
-                                              data={"title": TITLE, "text": TEXT})
+        req = announcements.AnnouncementInput(
+            template="free_text", topics=["kota-pekalongan"], data={"title": TITLE, "text": TEXT}
+        )
         group_rooms = {*rooms, secret_room, kicked_room}
 
         # 1. A worker starts the broadcast; once 10 messages are recorded it is frozen until Synapse holds
@@ -107,7 +115,9 @@ async def test_broadcast_reaches_each_once_through_a_killed_worker(
             status = await wait_done(hub, message.id, 60, check=lambda: assert_alive(second))
         totals = status["totals"]
         assert (totals["sent"], totals["gone"], status["total"]) == (3 + CITIZENS, 1, 4 + CITIZENS), (
-            totals, await problems(hub, message.id))
+            totals,
+            await problems(hub, message.id),
+        )
 
         # Transaction ids: the deliveries sent again got back the very events the dead worker had posted.
         provider = await provider_ids(hub, message.id)
@@ -188,21 +198,32 @@ async def posted_by_address(bot_account: Person, group_rooms: set[str]) -> dict[
 
     Read through the bot's own account (another device of it), in one sync: encrypted events count too.
     """
-    sync_filter = json.dumps({"room": {"timeline": {"limit": 20}, "state": {"lazy_load_members": False}},
-                              "presence": {"not_types": ["*"]}}, separators=(",", ":"))
+    sync_filter = json.dumps(
+        {
+            "room": {"timeline": {"limit": 20}, "state": {"lazy_load_members": False}},
+            "presence": {"not_types": ["*"]},
+        },
+        separators=(",", ":"),
+    )
     data: dict[str, Any] = await bot_account.call("GET", f"/sync?timeout=0&filter={sync_filter}")
     found: dict[str, list[str]] = {}
     for room_id, info in data.get("rooms", {}).get("join", {}).items():
         events = info["state"]["events"] + info["timeline"]["events"]
-        posted = [e["event_id"] for e in info["timeline"]["events"]
-                  if e["sender"] == bot_account.user_id
-                  and e["type"] in ("m.room.message", "m.room.encrypted")]
+        posted = [
+            e["event_id"]
+            for e in info["timeline"]["events"]
+            if e["sender"] == bot_account.user_id and e["type"] in ("m.room.message", "m.room.encrypted")
+        ]
         if room_id in group_rooms:
             address = room_id
         else:
-            others = {e["state_key"] for e in events if e["type"] == "m.room.member"
-                      and e["state_key"] != bot_account.user_id
-                      and e["content"].get("membership") in ("join", "invite")}
+            others = {
+                e["state_key"]
+                for e in events
+                if e["type"] == "m.room.member"
+                and e["state_key"] != bot_account.user_id
+                and e["content"].get("membership") in ("join", "invite")
+            }
             if len(others) != 1:
                 continue
             address = others.pop()
@@ -218,8 +239,11 @@ async def status_of(hub: Hub, message_id: int) -> dict[str, Any]:
 
 async def deliveries(hub: Hub, message_id: int, state: str | None = None) -> dict[int, str]:
     """Delivery id -> endpoint address of a message (optionally only those in ``state``)."""
-    query = (select(Delivery.id, Endpoint.address).join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-             .where(Delivery.message_id == message_id))
+    query = (
+        select(Delivery.id, Endpoint.address)
+        .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+        .where(Delivery.message_id == message_id)
+    )
     if state is not None:
         query = query.where(Delivery.state == state)
     async with hub.db.session() as session:
@@ -228,13 +252,17 @@ async def deliveries(hub: Hub, message_id: int, state: str | None = None) -> dic
 
 async def provider_ids(hub: Hub, message_id: int) -> dict[int, str | None]:
     async with hub.db.session() as session:
-        rows = await session.execute(select(Delivery.id, Delivery.provider_id)
-                                     .where(Delivery.message_id == message_id))
+        rows = await session.execute(
+            select(Delivery.id, Delivery.provider_id).where(Delivery.message_id == message_id)
+        )
         return {r[0]: r[1] for r in rows}
 
 
 async def problems(hub: Hub, message_id: int) -> list[tuple[str, str | None]]:
     async with hub.db.session() as session:
-        rows = await session.execute(select(Delivery.state, Delivery.error).where(
-            Delivery.message_id == message_id, Delivery.state != "sent"))
+        rows = await session.execute(
+            select(Delivery.state, Delivery.error).where(
+                Delivery.message_id == message_id, Delivery.state != "sent"
+            )
+        )
         return [(r[0], r[1]) for r in rows]
