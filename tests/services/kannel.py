@@ -11,7 +11,7 @@ their own process groups, waits until the SMSC and smsbox are online and returns
   bearerbox hands it to smsbox, whose sms-service calls ``mo_url``;
 * ``kannel.stop()`` — always call it (the fixture does); it kills the process groups.
 
-``kannel_missing()`` names the missing binary, for ``pytest.skip``.
+``require_kannel()`` skips without Kannel locally and fails under CI.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote, unquote_to_bytes
 
+import pytest
+
 FAKESMSC = os.environ.get("KANNEL_FAKESMSC", "/usr/lib/kannel/test/fakesmsc")
 BEARERBOX = os.environ.get("KANNEL_BEARERBOX", "bearerbox")
 SMSBOX = os.environ.get("KANNEL_SMSBOX", "smsbox")
@@ -51,6 +53,16 @@ def kannel_missing() -> str | None:
     if not os.access(FAKESMSC, os.X_OK):
         return f"fakesmsc not found at {FAKESMSC} (apt-get install kannel-extras)"
     return None
+
+
+def require_kannel() -> None:
+    """Skip without Kannel on a developer's machine; under CI a missing Kannel is a failure, not a skip."""
+    reason = kannel_missing()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must install it (scripts/install-kannel.sh)")
+    pytest.skip(reason)
 
 
 def free_port() -> int:

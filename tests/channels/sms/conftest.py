@@ -13,7 +13,7 @@ from aiohttp import web
 
 from channels.base import Inbound, WebhookRejected, WebhookRequest
 from channels.sms import SmsChannel
-from tests.services.kannel import Kannel, free_port, kannel_missing, start_kannel
+from tests.services.kannel import Kannel, free_port, require_kannel, start_kannel
 
 DLR_SECRET = "test-dlr-secret"
 MO_SECRET = "test-mo-secret"
@@ -28,9 +28,7 @@ def webhook_port() -> int:
 
 @pytest.fixture(scope="session")
 def kannel(tmp_path_factory: pytest.TempPathFactory, webhook_port: int) -> Iterator[Kannel]:
-    reason = kannel_missing()
-    if reason:
-        pytest.skip(reason)
+    require_kannel()
     mo_url = f"http://127.0.0.1:{webhook_port}/v1/channels/sms/webhook?kind=mo&k={MO_SECRET}&from=%p&text=%a"
     instance = start_kannel(tmp_path_factory.mktemp("kannel"), mo_url=mo_url)
     try:

@@ -28,7 +28,7 @@ from hub.api.app import create_app
 from hub.context import Hub
 from hub.worker import build_workers
 from tests.conftest import make_settings, start_hub
-from tests.services.kannel import SHORT_CODE, Kannel, SmscMessage, free_port, kannel_missing, start_kannel
+from tests.services.kannel import SHORT_CODE, Kannel, SmscMessage, free_port, require_kannel, start_kannel
 
 WEBHOOK = "/v1/channels/sms/webhook"
 MO_SECRET = "integration-mo-secret"
@@ -47,9 +47,7 @@ def api_port() -> int:
 
 @pytest.fixture(scope="session")
 def kannel(tmp_path_factory: pytest.TempPathFactory, api_port: int) -> Iterator[Kannel]:
-    reason = kannel_missing()
-    if reason:
-        pytest.skip(reason)
+    require_kannel()
     mo_url = f"http://127.0.0.1:{api_port}{WEBHOOK}?kind=mo&k={MO_SECRET}&from=%p&text=%a"
     instance = start_kannel(tmp_path_factory.mktemp("kannel-hub"), mo_url=mo_url)
     try:
