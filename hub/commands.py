@@ -19,9 +19,9 @@ from hub.clock import utcnow
 from hub.context import Hub
 from hub.logs import log
 from hub.privacy import mask
-from hub.render import format_hours
+from hub.render import day_name, format_hours
 from hub.store.models import Announcement, Endpoint, KeyValue, Office, Subscription, Topic
-from hub.subscriptions import _set_state, _unsubscribe, endpoint_for
+from hub.subscriptions import endpoint_for, set_state, subscriber_view, unsubscribe_endpoint
 
 SYNONYMS = {
     "start": "start",
@@ -310,7 +310,7 @@ async def _subscribe(convo: Conversation, topic: Topic) -> None:
     target = await convo.here()
     async with convo.hub.db.transaction() as session:
         # Asking from one's own chat is the opt-in: nothing to confirm by another route.
-        await _set_state(session, topic.id, target.id, "confirmed")
+        await set_state(session, topic.id, target.id, "confirmed")
     await convo.reply(convo.t("subscribed", topic=topic.name), to=target)
 
 
@@ -349,7 +349,7 @@ async def cmd_unsubscribe(convo: Conversation, args: list[str]) -> None:
                 buttons.append({"text": convo.t("unsub_all"), "data": "u:all"})
                 await convo.reply(convo.t("choose_unsub") + "\n" + "\n".join(lines), buttons)
                 return
-        await _unsubscribe(session, target.id, topic_ids)
+        await unsubscribe_endpoint(session, target.id, topic_ids)
     await convo.reply(convo.t("unsubscribed", what=what), to=target)
 
 
@@ -361,8 +361,6 @@ async def cmd_hours(convo: Conversation, args: list[str]) -> None:
     if not hours:
         await convo.reply(convo.t("no_hours", office=office.name))
         return
-    from hub.render import day_name
-
     lines = [convo.t("hours", office=office.name)]
     lines += [
         f"- {day_name(k, convo.locale)}: {format_hours(v, convo.locale, office.timezone)}"
@@ -455,14 +453,12 @@ async def cmd_relay(convo: Conversation, args: list[str]) -> None:
             select(Topic).where(Topic.office_id == row.value, Topic.service.is_(None))
         )
         if general is not None:
-            await _set_state(session, general.id, endpoint.id, "confirmed")
+            await set_state(session, general.id, endpoint.id, "confirmed")
         name = office.name if office else row.value
     await convo.reply(convo.t("relay_ok", office=name))
 
 
 async def cmd_mydata(convo: Conversation, args: list[str]) -> None:
-    from hub.subscriptions import subscriber_view
-
     target = await convo.here()
     view = await subscriber_view(convo.hub, target.id)
     subs = ", ".join(slug for slug, state in view["subscriptions"].items() if state == "confirmed")
@@ -481,7 +477,7 @@ async def cmd_erase(convo: Conversation, args: list[str]) -> None:
     target = await convo.here()
     await convo.reply(convo.t("erased"), to=target)
     async with convo.hub.db.transaction() as session:
-        await _unsubscribe(session, target.id, None)
+        await unsubscribe_endpoint(session, target.id, None)
     # The reply above is already planned; the endpoint itself goes once it has been sent.
     await _deactivate(
         convo.hub, convo.record.channel, target.address, "erased at the citizen's request", forget=True

@@ -6,6 +6,7 @@ from sqlalchemy import func, update
 
 from channels.base import Inbound
 from hub.clock import utcnow
+from hub.commands import answer
 from hub.context import Hub
 from hub.logs import log
 from hub.store.models import Delivery
@@ -15,8 +16,6 @@ async def handle_inbound(hub: Hub, record: Inbound) -> None:
     if record.kind == "receipt":
         await apply_receipt(hub, record)
         return
-    from hub.commands import answer
-
     await answer(hub, record)
 
 

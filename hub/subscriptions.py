@@ -97,7 +97,7 @@ async def subscribe(
     async with hub.db.transaction() as session:
         topic = await topic_by_slug(session, topic_slug)
         endpoint = await endpoint_for(session, channel, address, kind=kind, locale=locale)
-        subscription = await _set_state(
+        subscription = await set_state(
             session, topic.id, endpoint.id, "confirmed" if confirmed else "pending"
         )
         result = SubscribeResult(subscription.id, endpoint.id, subscription.state)
@@ -110,7 +110,7 @@ async def subscribe(
     return result
 
 
-async def _set_state(session: AsyncSession, topic_id: int, endpoint_id: int, wanted: str) -> Subscription:
+async def set_state(session: AsyncSession, topic_id: int, endpoint_id: int, wanted: str) -> Subscription:
     subscription = await session.scalar(
         select(Subscription).where(Subscription.topic_id == topic_id, Subscription.endpoint_id == endpoint_id)
     )
@@ -177,7 +177,7 @@ async def unsubscribe_link(hub: Hub, token: str) -> int:
     endpoint_id, message_id = _read(hub, "unsubscribe", token)
     async with hub.db.transaction() as session:
         topic_ids = await _message_topics(session, message_id)
-        return await _unsubscribe(session, endpoint_id, topic_ids)
+        return await unsubscribe_endpoint(session, endpoint_id, topic_ids)
 
 
 async def unsubscribe(hub: Hub, channel: str, address: str, topic_slug: str | None = None) -> int:
@@ -191,10 +191,10 @@ async def unsubscribe(hub: Hub, channel: str, address: str, topic_slug: str | No
         topic_ids = None
         if topic_slug:
             topic_ids = [(await topic_by_slug(session, topic_slug)).id]
-        return await _unsubscribe(session, endpoint.id, topic_ids)
+        return await unsubscribe_endpoint(session, endpoint.id, topic_ids)
 
 
-async def _unsubscribe(session: AsyncSession, endpoint_id: int, topic_ids: list[int] | None) -> int:
+async def unsubscribe_endpoint(session: AsyncSession, endpoint_id: int, topic_ids: list[int] | None) -> int:
     query = update(Subscription).where(
         Subscription.endpoint_id == endpoint_id, Subscription.state != "unsubscribed"
     )
@@ -264,7 +264,7 @@ async def import_csv(
                     Subscription.topic_id == topic.id, Subscription.endpoint_id == endpoint.id
                 )
             )
-            subscription = await _set_state(
+            subscription = await set_state(
                 session, topic.id, endpoint.id, "confirmed" if confirmed else "pending"
             )
             counts["new"] += before is None

@@ -18,6 +18,7 @@ from typing import Any
 
 from arq import cron as arq_cron
 from arq.worker import Worker, func
+from sqlalchemy import select
 
 from channels.base import Outcome
 from hub import outbox
@@ -25,6 +26,7 @@ from hub.clock import utcnow
 from hub.context import Hub
 from hub.logs import log
 from hub.privacy import mask
+from hub.store.models import Delivery
 
 JOB_TIMEOUT = 600
 
@@ -127,10 +129,6 @@ class _Recorder:
 
 async def _requeue_retries(hub: Hub, retry: list[tuple[int, datetime]]) -> None:
     """One deferred job per tenth of a second of due time, per lane and channel."""
-    from sqlalchemy import select
-
-    from hub.store.models import Delivery
-
     async with hub.db.session() as session:
         rows = (
             await session.execute(
