@@ -36,7 +36,7 @@ the sample offices from `data/offices.toml`) and subscribes its audience to the 
 Kota Pekalongan. Redis is database 14 (flushed before and after; with `--private-redis`, db 14 of a
 redis-server started for the run, because other benchmark and test runs on this machine flush the
 shared db 14; a sentinel key flags any run that was flushed). The hub's arq workers run in separate
-processes: `hub.worker.build_workers` (both lanes and the reconcile cron, as `hub worker` does) in
+processes: `hub.delivery.build_workers` (both lanes and the reconcile cron, as `hub worker` does) in
 processes started with `spawn`, except for telegram, which starts real `python -m hub.cli --settings
 FILE worker` subprocesses. Settings are `settings.toml` with the email channel switched off unless the
 benchmark is about email (telegram writes its own settings file: `poll_delay` 0.01); `poll_delay`,
@@ -51,7 +51,7 @@ load, so that a busy machine moves both:
   publish until every row is `sent` (end = the last `sent_at` in the database). Ceiling: plain
   `arq.worker.Worker` processes (as many as the hub had) running no-op jobs with the hub's
   `poll_delay` and `max_jobs`. Aim: deliveries/s ≥ 3× that job rate. The notes list the summed wall
-  time of the hub's steps inside the worker (timers wrapped around `outbox.claim`, `outbox.record`, …
+  time of the hub's steps inside the worker (timers wrapped around `delivery.claim`, `delivery.record`, …
   in the worker process only; concurrent jobs overlap, so the sums exceed the elapsed time).
 - **email**: the same flow through the email channel (`pool_size` 4) into aiosmtpd running in its
   own process with a handler that counts and discards. Ceiling: a bare aiosmtplib loop over the same
@@ -65,7 +65,7 @@ load, so that a busy machine moves both:
   spaced over the estimated drain; the row "still pending" says how much of the broadcast was
   left when the last update was posted. Ceiling: the same latency on the idle hub before the
   broadcast. Aim: p99 < 2 s.
-- **planning**: `outbox.plan_chunk` in a loop (the body of the `plan_message` job) for one message to
+- **planning**: `delivery.plan_chunk` in a loop (the body of the `plan_message` job) for one message to
   1,000,000 endpoints, including `Queue.send_many` to Redis (the split is in the notes), with
   tracemalloc on (it slows the Python side) and the process's peak RSS from `getrusage`. Ceiling:
   one set-based `INSERT … SELECT` of the same audience into an indexed copy of the deliveries table.

@@ -377,13 +377,13 @@ async def publish_free_text(hub: Any, title: str = "Pengumuman layanan", topic: 
 async def wait_done(
     hub: Any, message_id: int, expected: int, *, timeout: float, interval: float = 0.5, label: str = ""
 ) -> dict[str, Any]:
-    """Poll ``outbox.status`` until the message is planned and nothing is pending; prints progress."""
-    from hub import outbox
+    """Poll ``delivery.status`` until the message is planned and nothing is pending; prints progress."""
+    from hub import delivery
 
     started = time.monotonic()
     last_print = 0.0
     while True:
-        status = await outbox.status(hub, message_id)
+        status = await delivery.status(hub, message_id)
         assert status is not None
         if status["done"] and status["total"] >= expected:
             return status
@@ -448,7 +448,7 @@ async def _serve(
     ov: dict[str, Any], channels: str | None, lanes: tuple[str, ...], cron: bool, stop: Any, ready: Any
 ) -> None:
     from hub.context import build_hub
-    from hub.worker import build_workers
+    from hub.delivery import build_workers
 
     hub = await build_hub(make_settings(ov), extra_channels=resolve(channels)() if channels else None)
     workers = build_workers(hub, cron=cron, lanes=lanes)
@@ -475,7 +475,7 @@ def _instrument() -> dict[str, list[float]]:
     """
     import functools
 
-    from hub import outbox, worker
+    from hub.delivery import jobs
     from hub.queue import Queue
 
     timings: dict[str, list[float]] = {}
@@ -495,11 +495,12 @@ def _instrument() -> dict[str, list[float]]:
 
         setattr(owner, name, timed)
 
-    wrap(worker, "send_batch", "send_batch (whole job)")
-    wrap(outbox, "claim", "outbox.claim")
-    wrap(outbox, "record", "outbox.record")
-    wrap(outbox, "renew_lease", "outbox.renew_lease")
-    wrap(outbox, "plan_chunk", "outbox.plan_chunk")
+    # The jobs module calls these by its own names, so that is where they are wrapped.
+    wrap(jobs, "send_batch", "send_batch (whole job)")
+    wrap(jobs, "claim", "delivery.claim")
+    wrap(jobs, "record", "delivery.record")
+    wrap(jobs, "renew_lease", "delivery.renew_lease")
+    wrap(jobs, "plan_chunk", "delivery.plan_chunk")
     wrap(Queue, "send_many", "Queue.send_many")
     return timings
 

@@ -112,7 +112,7 @@ async def _items_from_message(hub: Any, message_id: int, count: int, first_endpo
     from sqlalchemy import select
 
     from channels.base import Content, Outbound
-    from hub import outbox
+    from hub import delivery
     from hub.render import UNSUBSCRIBE_MARK
     from hub.store.models import Rendering
 
@@ -126,7 +126,7 @@ async def _items_from_message(hub: Any, message_id: int, count: int, first_endpo
     items = []
     for i in range(count):
         endpoint = first_endpoint + i
-        url = outbox.link(hub, "unsubscribe", endpoint, message_id)
+        url = delivery.link(hub, "unsubscribe", endpoint, message_id)
         content = Content(
             text=r.text.replace(UNSUBSCRIBE_MARK, url),
             html=(r.html or "").replace(UNSUBSCRIBE_MARK, url),

@@ -119,11 +119,11 @@ async def _sent_times(hub: Any, wanted: int, timeout: float) -> dict[str, float]
 
 
 async def _final(hub: Any, message_id: int) -> int:
-    from hub import outbox
+    from hub import delivery
 
-    status = await outbox.status(hub, message_id)
+    status = await delivery.status(hub, message_id)
     assert status is not None
-    return sum(status["totals"][s] for s in outbox.FINAL)
+    return sum(status["totals"][s] for s in delivery.FINAL)
 
 
 async def _run(args: argparse.Namespace, ov: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Planning: time and peak memory to plan 1,000,000 deliveries (``outbox.plan_chunk`` in a loop + enqueue).
+"""Planning: time and peak memory to plan 1,000,000 deliveries (``delivery.plan_chunk`` in a loop + enqueue).
 
 One announcement to 1M confirmed subscribers (bulk SQL inserts). The loop is the body of the
 ``plan_message`` job: ``plan_chunk`` inserts a page of delivery rows, ``Queue.send_many`` enqueues its
@@ -66,7 +66,7 @@ async def _floor(hub: Any, message_id: int) -> float:
 
 
 async def _run(args: argparse.Namespace, ov: dict[str, Any]) -> dict[str, Any]:
-    from hub import announcements, outbox
+    from hub import announcements, delivery
 
     hub = await start_hub(ov, CHANNELS)
     try:
@@ -79,7 +79,7 @@ async def _run(args: argparse.Namespace, ov: dict[str, Any]) -> dict[str, Any]:
             data={"title": "Pengumuman", "text": "Kantor tutup sementara."},
         )
         draft, _ = await announcements.prepare(hub, req)
-        message = await outbox.create_message(hub, draft)
+        message = await delivery.create_message(hub, draft)
         rss_before = maxrss_mb()
         if args.tracemalloc:
             tracemalloc.start()
@@ -88,7 +88,7 @@ async def _run(args: argparse.Namespace, ov: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         while True:
             t0 = time.perf_counter()
-            chunk = await outbox.plan_chunk(hub, message.id, hub.channels)
+            chunk = await delivery.plan_chunk(hub, message.id, hub.channels)
             t1 = time.perf_counter()
             if chunk.batches:
                 await hub.queue.send_many(chunk.lane, chunk.batches)

@@ -239,9 +239,9 @@ async def _publish(hub: Any) -> int:
 
 
 async def _status(hub: Any, message_id: int) -> dict[str, Any]:
-    from hub import outbox
+    from hub import delivery
 
-    status = await outbox.status(hub, message_id)
+    status = await delivery.status(hub, message_id)
     assert status is not None
     return status
 

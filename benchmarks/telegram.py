@@ -270,12 +270,12 @@ async def publish(settings: Any) -> tuple[int, float]:
 
 
 async def final_status(settings: Any, message_id: int) -> dict[str, Any]:
-    from hub import outbox
+    from hub import delivery
     from hub.context import build_hub
 
     hub = await build_hub(settings, with_redis=False)
     try:
-        return await outbox.status(hub, message_id) or {}
+        return await delivery.status(hub, message_id) or {}
     finally:
         await hub.close()
 

@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from hub import subscriptions
 from hub.api.app import create_app
+from hub.delivery import drain
 from hub.keys import create_key
 from hub.store.models import ApiKey, Subscription
-from hub.worker import drain
 
 
 @pytest.fixture

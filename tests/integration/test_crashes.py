@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from hub import announcements, outbox, subscriptions
+from hub import announcements, delivery, subscriptions
 from hub.api.app import create_app
 from hub.keys import create_key
 from tests.conftest import make_settings, start_hub
@@ -64,7 +64,7 @@ async def _until(predicate, timeout: float, what: str) -> None:
 
 
 async def _done(hub, message_id: int) -> bool:
-    status = await outbox.status(hub, message_id)
+    status = await delivery.status(hub, message_id)
     return bool(status and status["done"])
 
 
@@ -97,7 +97,7 @@ async def test_sigkill_mid_broadcast_loses_nothing(chub, mailbox):
     bound = POOL + QUEUE["bulk_jobs"] * (QUEUE["flush_every"] - 1)
     duplicates = sum(n - 1 for n in received.values())
     assert duplicates <= bound
-    status = await outbox.status(chub, message_id)
+    status = await delivery.status(chub, message_id)
     assert status["totals"]["sent"] == len(addresses)
 
 
@@ -155,7 +155,7 @@ async def test_applicant_update_overtakes_a_draining_broadcast(chub, mailbox):
 
             await _until(applicant_heard, 10, "the applicant's update")
             latency = time.monotonic() - posted
-            status = await outbox.status(chub, message_id)
+            status = await delivery.status(chub, message_id)
 
     assert status["pending"] > len(addresses) / 2, "most of the broadcast should still be waiting"
     assert latency < 2.0

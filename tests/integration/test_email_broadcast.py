@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub import announcements, subscriptions
-from hub.worker import drain
+from hub.delivery import drain
 
 
 async def test_broadcast_reaches_each_confirmed_subscriber_once(hub, mailbox):

@@ -22,11 +22,11 @@ import pytest
 from nio import AsyncClient, AsyncClientConfig, MegolmEvent, RoomMessageNotice, SyncResponse
 
 from channels.base import Inbound
-from hub import outbox
+from hub import delivery
 from hub.context import Hub
+from hub.delivery import drain
 from hub.inbound import handle_inbound
 from hub.settings import Settings
-from hub.worker import drain
 from tests.conftest import PG_URL, _drop_schema, make_settings, start_hub
 from tests.services.synapse import MatrixUser, Person, SynapseServer
 
@@ -278,7 +278,7 @@ async def wait_done(
     async def done() -> dict[str, Any] | None:
         if check is not None:
             check()
-        status = await outbox.status(hub, message_id)
+        status = await delivery.status(hub, message_id)
         return status if status and status["done"] else None
 
     return await wait_until(done, timeout, f"message {message_id} to finish")

@@ -1,6 +1,6 @@
 """The citizens' bot on Matrix, end to end: people write in real rooms on Synapse; the adapter's ``listen``
 hands each message to ``hub.inbound.handle_inbound`` (the one implementation of every command); the hub
-queues its answers, ``hub.worker.drain`` sends them through the adapter, and the people read them back.
+queues its answers, ``hub.delivery.drain`` sends them through the adapter, and the people read them back.
 State changes are checked in the database.
 """
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hub import announcements, outbox, subscriptions
+from hub import announcements, delivery, subscriptions
 from hub.context import Hub
 from hub.store.models import Delivery, Endpoint
 from tests.conftest import start_hub
@@ -232,7 +232,7 @@ async def posted_by_address(bot_account: Person, group_rooms: set[str]) -> dict[
 
 
 async def status_of(hub: Hub, message_id: int) -> dict[str, Any]:
-    status = await outbox.status(hub, message_id)
+    status = await delivery.status(hub, message_id)
     assert status is not None
     return status
 

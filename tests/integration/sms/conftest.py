@@ -26,7 +26,7 @@ from aiohttp import web
 
 from hub.api.app import create_app
 from hub.context import Hub
-from hub.worker import build_workers
+from hub.delivery import build_workers
 from tests.conftest import make_settings, start_hub
 from tests.services.kannel import SHORT_CODE, Kannel, SmscMessage, free_port, require_kannel, start_kannel
 

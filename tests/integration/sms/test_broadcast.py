@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from channels.sms.segments import analyze
-from hub import announcements, outbox, subscriptions
+from hub import announcements, delivery, subscriptions
+from hub.delivery import drain
 from hub.store.models import Delivery, Endpoint, Rendering
-from hub.worker import drain
 from tests.services.kannel import Kannel
 
 from .conftest import SENDER, FlakyFront, HubFactory, assemble, smsc_messages, wait_for, wait_smsc
@@ -59,13 +59,13 @@ async def rendered_text(hub, message_id: int, locale: str = "id") -> str:
 
 async def wait_delivered(hub, message_id: int, count: int, timeout: float = 10.0) -> dict:
     async def check() -> dict | None:
-        status = await outbox.status(hub, message_id)
+        status = await delivery.status(hub, message_id)
         return status if status and status["totals"]["delivered"] == count else None
 
     try:
         return await wait_for(check, timeout=timeout, what=f"{count} delivery reports")
     except AssertionError:
-        raise AssertionError(f"delivery reports missing: {await outbox.status(hub, message_id)}") from None
+        raise AssertionError(f"delivery reports missing: {await delivery.status(hub, message_id)}") from None
 
 
 async def test_broadcast_to_300_mixed_format_numbers(make_sms_hub: HubFactory) -> None:

@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from hub import outbox
+from hub import delivery
 from hub.api.app import create_app
 from hub.context import Hub
+from hub.delivery import drain
 from hub.settings import Settings
-from hub.worker import drain
 from tests.conftest import ROOT, make_settings, start_hub
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -274,7 +274,7 @@ async def wait_done(
     """Wait until every message is fully planned and nothing of it is pending; returns their status."""
     deadline = time.monotonic() + timeout
     while True:
-        statuses = [await outbox.status(hub, m) for m in message_ids]
+        statuses = [await delivery.status(hub, m) for m in message_ids]
         if all(s is not None and s["done"] for s in statuses):
             return statuses  # type: ignore[return-value]
         if workers is not None:

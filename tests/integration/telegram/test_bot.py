@@ -9,13 +9,13 @@ import contextlib
 
 from sqlalchemy import select
 
-from hub import announcements, applicants, outbox, subscriptions
+from hub import announcements, applicants, delivery, subscriptions
 from hub.commands import relay_code
 from hub.context import Hub
+from hub.delivery import drain
 from hub.inbound import handle_inbound
 from hub.keys import create_key
 from hub.store.models import CaseEndpoint, Endpoint, Subscription, Topic
-from hub.worker import drain
 from tests.fakes.telegram_api import FakeTelegram, eventually
 from tests.integration.telegram.conftest import Chat
 
@@ -211,7 +211,7 @@ async def test_blocked_then_unblocked_user_can_subscribe_again(bot: Chat, fake: 
     first = await publish(hub, "Saat diblokir")
     person = await endpoint(hub, CITRA)
     assert person is not None and not person.active
-    assert (await outbox.status(hub, first))["totals"]["gone"] == 1  # type: ignore[index]
+    assert (await delivery.status(hub, first))["totals"]["gone"] == 1  # type: ignore[index]
     await publish(hub, "Tetap tidak dicoba")
     assert len([e for e in fake.errors_for() if e[0] == 403]) == 1  # never tried again
 

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from channels.base import Channel, Moved, Outbound, Outcome, Pacer, RecipientGone, Rejected, RetryLater, Sent
-from hub import announcements, outbox, subscriptions
+from hub import announcements, delivery, subscriptions
 from hub.clock import utcnow
+from hub.delivery import drain, plan_message, send_batch
 from hub.store.models import Delivery, Endpoint
-from hub.worker import drain, plan_message, send_batch
 from tests.conftest import make_settings, start_hub
 
 
@@ -135,7 +135,7 @@ async def test_outcomes_move_states_forward(shub):
     _, again = await _announce(shub)
     await drain(shub)
     assert "blocked" not in {a for _, a, _ in shub.scripted.sent}
-    status = await outbox.status(shub, again.id)
+    status = await delivery.status(shub, again.id)
     assert status["totals"]["sent"] == 5 and status["done"]
 
 
@@ -147,7 +147,7 @@ async def test_cancel_skips_everything_still_pending(shub):
     await drain(shub)
     assert skipped == 20
     assert shub.scripted.sent == []
-    assert (await outbox.status(shub, message.id))["totals"]["skipped"] == 20
+    assert (await delivery.status(shub, message.id))["totals"]["skipped"] == 20
 
 
 async def test_nothing_goes_out_after_valid_until(shub):

@@ -1,9 +1,4 @@
-"""arq jobs and the worker process: plan a message, send a batch, reconcile.
-
-Workers are stateless; any number of them, anywhere, may drain one broadcast together. A job may run
-twice (arq re-runs a crashed worker's jobs): planning inserts with "on conflict do nothing" and sending
-only touches rows its own claim holds, so a second run does nothing twice.
-"""
+"""arq jobs and the worker process: plan a message, send a batch; drain for `hub worker --burst`."""
 
 from __future__ import annotations
 
@@ -21,12 +16,18 @@ from arq.worker import Worker, func
 from sqlalchemy import select
 
 from channels.base import Outcome
-from hub import outbox
 from hub.clock import utcnow
 from hub.context import Hub
+from hub.delivery.claim import Claimed, claim, release, renew_lease
+from hub.delivery.plan import plan_chunk
+from hub.delivery.reconcile import reconcile
+from hub.delivery.record import record
+from hub.delivery.status import unfinished
 from hub.logs import log
 from hub.privacy import mask
-from hub.store.models import Delivery
+from hub.store.models import (
+    Delivery,
+)
 
 JOB_TIMEOUT = 600
 
@@ -35,7 +36,7 @@ async def plan_message(ctx: dict[str, Any], message_id: int) -> int:
     hub: Hub = ctx["hub"]
     total = 0
     while True:
-        chunk = await outbox.plan_chunk(hub, message_id, hub.channels)
+        chunk = await plan_chunk(hub, message_id, hub.channels)
         if chunk.batches:
             await hub.queue.send_many(chunk.lane, chunk.batches)
         total += chunk.inserted
@@ -52,7 +53,7 @@ async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[
     if not await channel.ready():  # another process owns this channel's session: leave the rows unclaimed
         await hub.queue.send(lane, channel_name, delivery_ids, at=utcnow() + timedelta(seconds=1))
         return {"claimed": 0, "deferred": len(delivery_ids)}
-    claimed = await outbox.claim(hub, delivery_ids)
+    claimed = await claim(hub, delivery_ids)
     if not claimed.items:
         return {"claimed": 0, "skipped": claimed.skipped}
     recorder = _Recorder(hub, claimed.token, claimed.attempts, hub.settings.queue.flush_every)
@@ -73,7 +74,7 @@ async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[
     except Exception as exc:  # an adapter bug must not strand rows in "sending"
         log.exception("adapter_failed", channel=channel_name, error=str(exc))
         await recorder.flush()
-        released = await outbox.release(hub, claimed.token, sorted(pending), f"adapter error: {exc}")
+        released = await release(hub, claimed.token, sorted(pending), f"adapter error: {exc}")
         if released:
             await hub.queue.send(claimed.items[0].lane, channel_name, released)
         raise
@@ -85,7 +86,7 @@ async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[
     return recorder.counts
 
 
-def _address(claimed: outbox.Claimed, delivery_id: int) -> str:
+def _address(claimed: Claimed, delivery_id: int) -> str:
     return next((i.address for i in claimed.items if i.delivery_id == delivery_id), "")
 
 
@@ -94,7 +95,7 @@ async def _keep_lease(hub: Hub, token: str) -> None:
     interval = max(0.5, hub.settings.queue.lease_seconds / 3)
     while True:
         await asyncio.sleep(interval)
-        await outbox.renew_lease(hub, token)
+        await renew_lease(hub, token)
 
 
 class _Recorder:
@@ -120,7 +121,7 @@ class _Recorder:
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []
-        recorded = await outbox.record(self.hub, self.token, batch, self.attempts)
+        recorded = await record(self.hub, self.token, batch, self.attempts)
         for state, n in recorded.counts.items():
             self.counts[state] += n
         if recorded.retry:
@@ -145,24 +146,6 @@ async def _requeue_retries(hub: Hub, retry: list[tuple[int, datetime]]) -> None:
     for (lane, channel, tick), ids in groups.items():
         await hub.queue.send(lane, channel, ids, at=datetime.fromtimestamp(tick / 10, tz=UTC))
 
-
-async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
-    """Queue again what the database says is due and Redis may have lost; start due scheduled messages."""
-    hub: Hub = ctx["hub"]
-    redis_lost = await hub.queue.mark_epoch()
-    if redis_lost:
-        log.warning("redis_epoch_missing_requeue_all")
-    planned = 0
-    for message_id, lane, stalled in await outbox.messages_to_plan(hub):
-        planned += bool(await hub.queue.plan(message_id, lane, fresh=stalled or redis_lost))
-    batches = await outbox.due_for_requeue(hub, redis_lost=redis_lost)
-    for lane in ("urgent", "bulk"):
-        await hub.queue.send_many(
-            lane, [(ch, ids) for ln, ch, ids in batches if ln == lane and ch in hub.channels]
-        )
-    if batches or planned:
-        log.info("reconciled", batches=len(batches), plans=planned)
-    return {"batches": len(batches), "plans": planned}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -236,10 +219,10 @@ async def drain(
             running = sum(1 for w in workers for t in w.tasks.values() if not t.done())
             now_ms = int(time.time() * 1000)
             due_jobs = sum([await hub.redis.zcount(w.queue_name, "-inf", now_ms) for w in workers])
-            unfinished = await outbox.unfinished(hub, horizon)
+            left = await unfinished(hub, horizon)
             if on_progress:
-                on_progress(unfinished)
-            idle = idle + 1 if not (running or due_jobs or unfinished) else 0
+                on_progress(left)
+            idle = idle + 1 if not (running or due_jobs or left) else 0
     finally:
         for t in tasks:
             t.cancel()

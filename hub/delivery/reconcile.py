@@ -1,0 +1,107 @@
+"""Reconciliation: find what is due in the database that Redis may no longer hold, and queue it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from hub.clock import utcnow
+from hub.context import Hub
+from hub.delivery.states import PENDING, deliveries
+from hub.logs import log
+from hub.store.models import (
+    Message,
+)
+
+
+async def due_for_requeue(
+    hub: Hub, *, redis_lost: bool, limit: int = 100_000
+) -> list[tuple[str, str, list[int]]]:
+    """Deliveries to queue again: due and never/long ago enqueued, or held by a dead worker's lease."""
+    now = utcnow()
+    stale = now - timedelta(seconds=hub.settings.queue.stale_after_seconds)
+    pending = and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= now)
+    if not redis_lost:
+        pending = and_(pending, or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at < stale))
+    dead_lease = and_(deliveries.c.state == "sending", deliveries.c.lease_until < now)
+    async with hub.db.transaction() as session:
+        rows = (
+            await session.execute(
+                select(deliveries.c.id, deliveries.c.lane, deliveries.c.channel)
+                .where(or_(pending, dead_lease))
+                .order_by(deliveries.c.id)
+                .limit(limit)
+            )
+        ).all()
+        if rows:
+            ids = [r[0] for r in rows]
+            for start in range(0, len(ids), 5000):
+                await session.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(ids[start : start + 5000]))
+                    .values(enqueued_at=now)
+                )
+    grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for delivery_id, lane, channel in rows:
+        grouped[(lane, channel)].append(delivery_id)
+    size = hub.settings.queue.batch_size
+    return [
+        (lane, channel, ids[i : i + size])
+        for (lane, channel), ids in grouped.items()
+        for i in range(0, len(ids), size)
+    ]
+
+
+async def messages_to_plan(hub: Hub) -> list[tuple[int, str, bool]]:
+    """Messages whose fan-out is due or unfinished: ``(id, lane, stalled)``.
+
+    ``stalled``: the planner has made no progress for ``stale_after_seconds`` (its worker died while arq
+    still holds the job), so a fresh planner job is needed.
+    """
+    now = utcnow()
+    stall = now - timedelta(seconds=hub.settings.queue.stale_after_seconds)
+    table = Message.__table__
+    async with hub.db.transaction() as session:
+        # A schedule may have been moved earlier: its deferred job is then too late, so start a fresh one.
+        started = set(
+            (
+                await session.execute(
+                    update(table)
+                    .where(table.c.state == "scheduled", table.c.send_at <= now)
+                    .values(state="planning")
+                    .returning(table.c.id)
+                )
+            ).scalars()
+        )
+        rows = (
+            await session.execute(
+                select(Message.id, Message.lane, Message.plan_touched_at, Message.send_at).where(
+                    Message.state == "planning", Message.send_at <= now
+                )
+            )
+        ).all()
+    return [(r[0], r[1], r[0] in started or max(r[2] or r[3], r[3]) < stall) for r in rows]
+
+
+
+async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
+    """Queue again what the database says is due and Redis may have lost; start due scheduled messages."""
+    hub: Hub = ctx["hub"]
+    redis_lost = await hub.queue.mark_epoch()
+    if redis_lost:
+        log.warning("redis_epoch_missing_requeue_all")
+    planned = 0
+    for message_id, lane, stalled in await messages_to_plan(hub):
+        planned += bool(await hub.queue.plan(message_id, lane, fresh=stalled or redis_lost))
+    batches = await due_for_requeue(hub, redis_lost=redis_lost)
+    for lane in ("urgent", "bulk"):
+        await hub.queue.send_many(
+            lane, [(ch, ids) for ln, ch, ids in batches if ln == lane and ch in hub.channels]
+        )
+    if batches or planned:
+        log.info("reconciled", batches=len(batches), plans=planned)
+    return {"batches": len(batches), "plans": planned}
+

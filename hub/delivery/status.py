@@ -1,0 +1,94 @@
+"""What became of a message, and stopping one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy import func as sql_func
+
+from hub.clock import utcnow
+from hub.context import Hub
+from hub.delivery.states import PENDING, STATES, deliveries
+from hub.store.models import (
+    Delivery,
+    Message,
+)
+
+
+async def status(hub: Hub, message_id: int) -> dict[str, Any] | None:
+    async with hub.db.session() as session:
+        message = await session.get(Message, message_id)
+        if message is None:
+            return None
+        rows = (
+            await session.execute(
+                select(Delivery.channel, Delivery.state, sql_func.count())
+                .where(Delivery.message_id == message_id)
+                .group_by(Delivery.channel, Delivery.state)
+            )
+        ).all()
+    channels: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = dict.fromkeys(STATES, 0)
+    for channel, state, count in rows:
+        channels.setdefault(channel, dict.fromkeys(STATES, 0))[state] = count
+        totals[state] += count
+    pending = totals["queued"] + totals["sending"] + totals["retrying"]
+    return {
+        "id": message.id,
+        "kind": message.kind,
+        "lane": message.lane,
+        "state": message.state,
+        "office_id": message.office_id,
+        "send_at": message.send_at.isoformat() + "Z",
+        "not_after": message.not_after.isoformat() + "Z" if message.not_after else None,
+        "total": sum(totals.values()),
+        "pending": pending,
+        "done": message.state in ("planned", "cancelled", "expired") and pending == 0,
+        "totals": totals,
+        "channels": channels,
+    }
+
+
+async def cancel(hub: Hub, message_id: int, reason: str = "message cancelled") -> int:
+    """Stop a message: nothing still pending goes out. Returns how many deliveries were skipped."""
+    now = utcnow()
+    async with hub.db.transaction() as session:
+        await session.execute(
+            update(Message.__table__)
+            .where(
+                Message.__table__.c.id == message_id,
+                Message.__table__.c.state.in_(("scheduled", "planning", "planned")),
+            )
+            .values(state="cancelled")
+        )
+        result = await session.execute(
+            update(deliveries)
+            .where(deliveries.c.message_id == message_id, deliveries.c.state.in_(PENDING))
+            .values(state="skipped", error=reason, updated_at=now)
+        )
+    return int(result.rowcount or 0)
+
+
+async def unfinished(hub: Hub, horizon: float = 0.0) -> int:
+    """Deliveries due within ``horizon`` seconds or in flight, plus messages still being planned."""
+    now = utcnow()
+    soon = now + timedelta(seconds=horizon)
+    async with hub.db.session() as session:
+        deliveries_due = await session.scalar(
+            select(sql_func.count())
+            .select_from(deliveries)
+            .where(
+                or_(
+                    and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= soon),
+                    deliveries.c.state == "sending",
+                )
+            )
+        )
+        planning = await session.scalar(
+            select(sql_func.count())
+            .select_from(Message)
+            .where(Message.state == "planning", Message.send_at <= now)
+        )
+    return int(deliveries_due or 0) + int(planning or 0)
