@@ -475,7 +475,7 @@ def _instrument() -> dict[str, list[float]]:
     """
     import functools
 
-    from hub.delivery import jobs
+    from hub.delivery import jobs, sender
     from hub.queue import Queue
 
     timings: dict[str, list[float]] = {}
@@ -495,11 +495,11 @@ def _instrument() -> dict[str, list[float]]:
 
         setattr(owner, name, timed)
 
-    # The jobs module calls these by its own names, so that is where they are wrapped.
+    # The modules call these by their own names, so that is where they are wrapped.
     wrap(jobs, "send_batch", "send_batch (whole job)")
     wrap(jobs, "claim", "delivery.claim")
-    wrap(jobs, "record", "delivery.record")
-    wrap(jobs, "renew_lease", "delivery.renew_lease")
+    wrap(sender, "record", "delivery.record")
+    wrap(sender, "renew_lease", "delivery.renew_lease")
     wrap(jobs, "plan_chunk", "delivery.plan_chunk")
     wrap(Queue, "send_many", "Queue.send_many")
     return timings

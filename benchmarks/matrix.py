@@ -161,7 +161,7 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     queue = make_settings(ov).queue
     return {"hub_rate": hub_rate, "bare": bare, "total": total, "settings": queue,
             # claims are capped by the adapter's batch size
-            "batch_size": min(queue.batch_size, MatrixChannel.batch_size),
+            "batch_size": min(queue.batch_size, MatrixChannel.capabilities.batch_size),
             "body_chars": len(content["body"])}
 
 

@@ -8,10 +8,15 @@ of the five outcomes below. Adapters never touch the database, the queue or the 
 from __future__ import annotations
 
 import importlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+_log = logging.getLogger("channels")
 
 EndpointKind = Literal["person", "group", "channel"]
 Lane = Literal["urgent", "bulk"]
@@ -23,6 +28,81 @@ class InvalidAddress(ValueError):
 
 class WebhookRejected(Exception):
     """A webhook call that is not authentic (bad secret, bad token)."""
+
+
+class ChannelSettingsError(ValueError):
+    """A ``[channels.<name>]`` table that does not fit the adapter; the message names the key."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Settings: one pydantic model per adapter for its [channels.<name>] table
+
+
+class ChannelSettings(BaseModel):
+    """Base of every adapter's settings model.
+
+    Environment overrides (``HUB_CHANNELS__EMAIL__USE_TLS=false``) arrive as strings; pydantic turns
+    them into the declared types ("false" is False, "5" is 5.0), so an adapter never parses by hand.
+    Unknown keys are errors: a misspelt key would otherwise be silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        """``HUB_CHANNELS__EMAIL__PASSWORD=`` (set but empty) means unset, as a blank TOML value would."""
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and v.strip() == "")}
+        return data
+
+
+def validate_table(name: str, model: type[ChannelSettings], table: Mapping[str, Any]) -> ChannelSettings:
+    """``table`` as ``model``, or ``ChannelSettingsError`` with one line per wrong key."""
+    try:
+        return model.model_validate(dict(table))
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = _table_path(table, error["loc"])
+            where = ".".join(str(part) for part in ("channels", name, *loc))
+            key = str(loc[-1]) if loc else ""
+            if error["type"] == "missing":
+                lines.append(f"{where}: required, not set")
+            elif error["type"] == "extra_forbidden":
+                lines.append(f"{where}: unknown setting")
+            elif error["type"] == "union_tag_invalid":
+                ctx = error.get("ctx", {})
+                lines.append(
+                    f"{where}.{ctx.get('discriminator', '').strip(chr(39))}: expected one of "
+                    f"{ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+                )
+            else:
+                shown = "" if _secret(key) else f" (got {error.get('input')!r})"
+                lines.append(f"{where}: {error['msg']}{shown}")
+        raise ChannelSettingsError("; ".join(lines)) from None
+
+
+def _table_path(table: Any, loc: Sequence[Any]) -> list[Any]:
+    """The error's location as keys of the table; pydantic adds union tags the table does not have."""
+    path, current = [], table
+    for part in loc:
+        if isinstance(current, Mapping) and part not in current and path and isinstance(path[-1], int):
+            continue  # e.g. the "kannel" in gateways.0.kannel.url
+        path.append(part)
+        if isinstance(current, Mapping):
+            current = current.get(part)
+        elif isinstance(current, Sequence) and not isinstance(current, str) and isinstance(part, int):
+            current = current[part] if part < len(current) else None
+        else:
+            current = None
+    return path
+
+
+def _secret(key: str) -> bool:
+    return any(word in key for word in ("token", "password", "secret", "key"))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -78,10 +158,16 @@ class Sent:
 
 @dataclass(frozen=True, slots=True)
 class RetryLater:
-    """Try again; ``delay`` is the provider's own "retry after", if it gave one."""
+    """Try again; ``delay`` is the provider's own "retry after", if it gave one.
+
+    ``provider`` says the trouble is the provider's (flood control, a gateway or homeserver down), not
+    the recipient's: the hub retries without spending one of the delivery's attempts. False (the
+    default) keeps the old meaning: an attempt was spent on this recipient.
+    """
 
     reason: str
     delay: float | None = None
+    provider: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +191,24 @@ class Moved:
 
 Outcome = Sent | RetryLater | RecipientGone | Rejected | Moved
 
+#: Exceptions that say nothing about the recipient: the network or the provider failed for now.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
+
+
+def outcome_of_error(channel: str, item: Outbound, exc: Exception, *, log: bool = True) -> Outcome:
+    """What an exception an adapter did not expect while sending ``item`` comes to; logged once, here.
+
+    A send must end as an outcome, never as a row left "sending": a transient error (network, timeout)
+    is "retry later" at no cost to the delivery, anything else is "rejected" with the reason, so that
+    staff see why in the status and the same bug does not loop.
+    """
+    reason = f"{channel} adapter error: {type(exc).__name__}: {exc}"
+    if log:
+        _log.error("%s: delivery %s failed: %s", channel, item.delivery_id, reason, exc_info=exc)
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return RetryLater(reason, provider=True)
+    return Rejected(reason)
+
 
 # --------------------------------------------------------------------------------------------------------
 # Pacing: limits are enforced by the hub, shared across every worker (DESIGN.md rule 5)
@@ -123,8 +227,22 @@ class Pacer(Protocol):
     async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
         """Return when one more send is allowed under every rate in ``rates``."""
 
+    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> Any:
+        """Like ``wait``, and hold the send's place in each rate until ``release(permit)``.
+
+        Use it around a request whose provider counts requests strictly: the place frees one period
+        after the provider answered, so however late a request arrives, no period at the provider ever
+        holds more than the rate allows.
+        """
+
+    async def release(self, permit: Any) -> None:
+        """The provider has answered the request ``permit`` (from ``acquire``) was taken for."""
+
     async def pause(self, key: str, seconds: float) -> None:
-        """Hold every send on ``key`` for ``seconds`` (a provider said "retry after")."""
+        """Hold every send on ``key`` for ``seconds`` (a provider said "retry after"), in every worker."""
+
+    async def paused_for(self, key: str) -> float:
+        """Seconds a pause on ``key`` still holds; 0 when there is none."""
 
 
 class NoPacing:
@@ -133,8 +251,17 @@ class NoPacing:
     async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
         return None
 
+    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+        return None
+
+    async def release(self, permit: Any) -> None:
+        return None
+
     async def pause(self, key: str, seconds: float) -> None:
         return None
+
+    async def paused_for(self, key: str) -> float:
+        return 0.0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -188,26 +315,58 @@ InboundSink = Callable[[Inbound], Awaitable[None]]
 # The adapter interface
 
 
+Listening = Literal["none", "worker", "listener"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter can do, declared in one place; the hub decides from this and nothing else.
+
+    ``listening`` says where inbound is pulled (``listen``): ``none`` (nothing to pull: webhooks only, or
+    no inbound), ``worker`` (in every worker process that sends, because the session belongs to the
+    sender: a Matrix device syncs where it sends), or ``listener`` (in exactly one process per
+    deployment: ``hub listen <channel>`` or ``hub run``; Telegram's getUpdates allows one poller per bot).
+    """
+
+    listening: Listening = "none"
+    #: Inbound arrives by ``handle_webhook`` on ``/v1/channels/<name>/webhook``.
+    webhooks: bool = False
+    #: The hub opens one instance per lane, so urgent sends never queue for connections bulk sends hold.
+    #: An adapter whose session must be unique per process (a Matrix device) says False.
+    instance_per_lane: bool = True
+    #: ``Content.buttons`` are shown; otherwise the hub spells choices out in the text.
+    buttons: bool = False
+    #: The bot may open a private conversation with a person (Matrix can; Telegram cannot).
+    initiates_direct: bool = False
+    #: What commands start with on this channel: ``/jam`` (Telegram), ``!jam`` (Matrix), ``JAM`` (SMS).
+    command_prefix: str = "/"
+    #: A bare stop command leaves every topic at once (the SMS convention: STOP means stop everything).
+    bare_stop_leaves_all: bool = False
+    #: Largest batch the hub should hand to ``send`` at once.
+    batch_size: int = 100
+    #: The cost facts ``describe`` reports for a preview (``segments`` for SMS, ``parts`` for Telegram).
+    costs: tuple[str, ...] = ()
+    #: Only worker processes may open this adapter (it logs in to a session another process must not
+    #: take over, such as a Matrix device); an API process never opens it.
+    worker_only: bool = False
+
+
 class Channel(ABC):
-    """A channel adapter. One instance per worker process, opened once and reused."""
+    """A channel adapter. One instance per worker process (or per lane), opened once and reused.
+
+    ``capabilities`` is a class attribute; an adapter whose abilities depend on its settings (Telegram's
+    polling or webhook mode) assigns its own value per instance in ``__init__``.
+    """
 
     name: ClassVar[str]
-    #: Largest batch the hub should hand to ``send`` at once.
-    batch_size: ClassVar[int] = 100
-    #: Whether ``Content.buttons`` are shown; otherwise the hub spells choices out in the text.
-    supports_buttons: ClassVar[bool] = False
-    #: Whether the bot may open a private conversation with a person (Matrix can; Telegram cannot).
-    initiates_direct: ClassVar[bool] = False
-    #: The hub opens one instance per lane, so urgent sends never queue for connections bulk sends hold.
-    #: An adapter whose session must be unique per process (a Matrix device) sets this to False.
-    instance_per_lane: ClassVar[bool] = True
-    #: What commands start with on this channel: ``/jam`` (Telegram), ``!jam`` (Matrix), ``JAM`` (SMS).
-    command_prefix: ClassVar[str] = "/"
-    #: A bare stop command leaves every topic at once (the SMS convention: STOP means stop everything).
-    bare_stop_leaves_all: ClassVar[bool] = False
-    #: Inbound is read by the worker process that sends (a Matrix device syncs where it sends);
-    #: otherwise by `hub listen <channel>` or `hub run`, in one process per deployment.
-    listens_in_worker: ClassVar[bool] = False
+    capabilities: Capabilities = Capabilities()
+    #: The pydantic model of the adapter's ``[channels.<name>]`` table (see ``ChannelSettings``).
+    settings_model: ClassVar[type[ChannelSettings]] = ChannelSettings
+
+    @classmethod
+    def validate_settings(cls, table: Mapping[str, Any]) -> ChannelSettings:
+        """The table checked against ``settings_model``; errors name the key (``channels.email.port``)."""
+        return validate_table(cls.name, cls.settings_model, table)
 
     @classmethod
     @abstractmethod
@@ -233,6 +392,10 @@ class Channel(ABC):
         if len(address) <= 4:
             return "***"
         return address[:2] + "***" + address[-2:]
+
+    def address_kind(self, address: str) -> EndpointKind:
+        """What a normalised address reaches (a person, a group); imports store endpoints by it."""
+        return "person"
 
     def deep_link(self, payload: str) -> str | None:
         """A link that opens a conversation with the bot carrying ``payload`` (printed on receipts)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html as html_lib
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
@@ -16,9 +17,12 @@ from typing import Any
 
 import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
+from pydantic import Field
 
 from channels.base import (
+    Capabilities,
     Channel,
+    ChannelSettings,
     InvalidAddress,
     Outbound,
     Outcome,
@@ -28,7 +32,10 @@ from channels.base import (
     Rejected,
     RetryLater,
     Sent,
+    outcome_of_error,
 )
+
+log = logging.getLogger(__name__)
 
 #: Enhanced status codes and words that mean the mailbox does not exist (RFC 3463: X.1.1, X.1.2, X.1.6).
 _GONE_CODES = ("5.1.1", "5.1.2", "5.1.6", "5.1.10")
@@ -44,9 +51,31 @@ _GONE_WORDS = (
 )
 
 
+class EmailSettings(ChannelSettings):
+    """``[channels.email]``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    #: ``Name <address>`` the mail comes from.
+    sender: str
+    username: str | None = None
+    password: str | None = None
+    #: Implicit TLS from the first byte (port 465).
+    use_tls: bool = False
+    #: STARTTLS after connecting; unset: when the server offers it.
+    start_tls: bool | None = None
+    pool_size: int = Field(4, ge=1)
+    timeout: float = Field(30.0, gt=0)
+    #: 0: no shared limit (the server paces with 4xx answers).
+    rate_per_second: float = Field(0.0, ge=0)
+    #: Accept addresses at reserved test domains (example.com, .test): for tests only.
+    allow_test_domains: bool = False
+
+
 class EmailChannel(Channel):
     name = "email"
-    batch_size = 100
+    capabilities = Capabilities(batch_size=100)
+    settings_model = EmailSettings
 
     def __init__(
         self,
@@ -74,22 +103,9 @@ class EmailChannel(Channel):
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], *, public_url: str) -> EmailChannel:
-        try:
-            return cls(
-                host=str(settings.get("host", "127.0.0.1")),
-                port=int(settings.get("port", 25)),
-                sender=str(settings["sender"]),
-                username=settings.get("username") or None,
-                password=settings.get("password") or None,
-                use_tls=bool(settings.get("use_tls", False)),
-                start_tls=settings.get("start_tls"),
-                pool_size=int(settings.get("pool_size", 4)),
-                timeout=float(settings.get("timeout", 30)),
-                rate_per_second=float(settings.get("rate_per_second", 0)),
-                allow_test_domains=bool(settings.get("allow_test_domains", False)),
-            )
-        except KeyError as exc:
-            raise ValueError(f"[channels.email] needs {exc.args[0]!r}") from exc
+        conf = cls.validate_settings(settings)
+        assert isinstance(conf, EmailSettings)
+        return cls(**conf.model_dump(exclude={"enabled"}))
 
     # -- addresses --------------------------------------------------------------------------------------
 
@@ -153,8 +169,12 @@ class EmailChannel(Channel):
             try:
                 while not todo.empty():
                     item = todo.get_nowait()
-                    if self.rate > 0:
-                        await pacer.wait([Rate(f"email:{self.host}", self.rate)], item.lane)
+                    try:
+                        if self.rate > 0:
+                            await pacer.wait([Rate(f"email:{self.host}", self.rate)], item.lane)
+                    except Exception as exc:  # every item gets its outcome, or the batch would hang
+                        results.put_nowait((item.delivery_id, outcome_of_error(self.name, item, exc)))
+                        continue
                     client, outcome = await self._send_one(client, item)
                     results.put_nowait((item.delivery_id, outcome))
             finally:
@@ -170,7 +190,22 @@ class EmailChannel(Channel):
             await asyncio.gather(*workers, return_exceptions=True)
 
     async def _send_one(self, client: aiosmtplib.SMTP, item: Outbound) -> tuple[aiosmtplib.SMTP, Outcome]:
-        message = self.build(item)
+        """One message; whatever goes wrong becomes this item's outcome, never an exception."""
+        try:
+            message = self.build(item)
+        except (ValueError, TypeError) as exc:  # e.g. a line break in the subject: no header can hold it
+            log.warning("email: delivery %s cannot be built: %s", item.delivery_id, exc)
+            return client, Rejected(f"the message cannot be built: {exc}")
+        try:
+            return await self._transmit(client, item, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an adapter bug must not hang the batch nor leave the row "sending"
+            return await self._reset(client), outcome_of_error(self.name, item, exc)
+
+    async def _transmit(
+        self, client: aiosmtplib.SMTP, item: Outbound, message: EmailMessage
+    ) -> tuple[aiosmtplib.SMTP, Outcome]:
         for attempt in (1, 2):
             try:
                 if not client.is_connected:
@@ -187,6 +222,8 @@ class EmailChannel(Channel):
                 if exc.code in (421,) and attempt == 1:
                     client = await self._reset(client)
                     continue
+                if exc.code == 421:  # the server is going away: its trouble, not the recipient's
+                    return client, RetryLater(f"{exc.code} {exc.message}", provider=True)
                 return client, classify(exc.code, exc.message)
             except (
                 aiosmtplib.SMTPServerDisconnected,
@@ -196,8 +233,8 @@ class EmailChannel(Channel):
             ) as exc:
                 client = await self._reset(client)
                 if attempt == 2:
-                    return client, RetryLater(f"SMTP connection: {exc}")
-        return client, RetryLater("SMTP connection lost")
+                    return client, RetryLater(f"SMTP connection: {exc}", provider=True)
+        return client, RetryLater("SMTP connection lost", provider=True)
 
     async def _reset(self, client: aiosmtplib.SMTP) -> aiosmtplib.SMTP:
         client.close()

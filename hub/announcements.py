@@ -6,18 +6,20 @@ stored; publishing creates a message whose audience is the confirmed subscribers
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import BaseModel
 from sqlalchemy import func, select, update
 
 from channels.base import Content
-from hub import outbox
-from hub.clock import to_utc, utcnow
+from hub import delivery, kinds
+from hub.clock import as_utc, local_iso, to_utc, utcnow
 from hub.context import Hub
+from hub.errors import InvalidInput
 from hub.regions import offices_under
-from hub.render import UNSUBSCRIBE_MARK, RenderError
+from hub.render import UNSUBSCRIBE_MARK, Rendered, RenderError
 from hub.store.models import (
     Announcement,
     Endpoint,
@@ -33,89 +35,8 @@ from hub.store.models import (
 COST_FACTS = ("segments", "parts")
 
 
-class AnnouncementError(ValueError):
+class AnnouncementError(InvalidInput):
     """Bad announcement input; the message names what is wrong."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The structured kinds (templates/announcements/<kind>/)
-
-
-class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    note: str | None = None
-
-
-class Closure(_Data):
-    mode: Literal["closed", "restricted"] = "closed"
-    reason: str | None = None
-    period_days: int | None = Field(default=None, ge=1, le=366)
-    online_app: str | None = None
-    exceptions: list[str] = []
-
-
-class HoursChanged(_Data):
-    hours: dict[str, str]
-    daily_quota: int | None = Field(default=None, ge=1)
-    health_protocol: list[str] = []
-    basis: str | None = None
-
-    @field_validator("hours")
-    @classmethod
-    def _hours(cls, value: dict[str, str]) -> dict[str, str]:
-        if not value:
-            raise ValueError("give at least one day or service with its hours")
-        for key, span in value.items():
-            start, sep, end = span.partition("-")
-            if not sep or not all(_is_clock(x.strip()) for x in (start, end)):
-                raise ValueError(f"hours for {key!r} must look like 08:00-11:00, not {span!r}")
-        return value
-
-
-class OnlineOnly(_Data):
-    via: str = "WhatsApp"
-    online_app: str | None = None
-    contacts: dict[str, str] = {}
-    online_services: list[str] = []
-
-
-class Link(_Data):
-    link_name: str
-    url: HttpUrl
-    description: str
-
-
-class FreeText(_Data):
-    title: str = Field(min_length=1, max_length=200)
-    text: str = Field(min_length=1, max_length=20_000)
-    title_en: str | None = None
-    text_en: str | None = None
-
-
-KINDS: dict[str, type[_Data]] = {
-    "closure": Closure,
-    "hours_changed": HoursChanged,
-    "online_only": OnlineOnly,
-    "link": Link,
-    "free_text": FreeText,
-}
-
-
-def _is_clock(text: str) -> bool:
-    hh, sep, mm = text.replace(".", ":").partition(":")
-    return bool(sep) and hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60
-
-
-def validate_data(template: str, data: dict[str, Any]) -> dict[str, Any]:
-    model = KINDS.get(template)
-    if model is None:
-        return data  # a custom template: strict undefined is the check
-    try:
-        return model.model_validate(data).model_dump(mode="json")
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "data"
-        raise AnnouncementError(f"data for template {template!r}: {where}: {first['msg']}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -123,7 +44,8 @@ def validate_data(template: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 class AnnouncementInput(BaseModel):
-    """Times carry an offset (``2020-03-23T08:00+07:00``); without one they are read as WIB."""
+    """What staff write. Times are kept as given, with an offset (``2020-03-23T08:00+08:00``) or without
+    one (read in the office's zone, WIB, WITA or WIT); ``prepare`` converts them once."""
 
     template: str
     data: dict[str, Any] = {}
@@ -134,10 +56,21 @@ class AnnouncementInput(BaseModel):
     valid_until: datetime | None = None
     publish_at: datetime | None = None
 
-    @field_validator("valid_from", "valid_until", "publish_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return to_utc(value) if value is not None else None
+
+TIMES = ("valid_from", "valid_until", "publish_at")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated announcement: its draft message, data as stored, times in naive UTC."""
+
+    draft: delivery.Draft
+    data: dict[str, Any]
+    times: dict[str, datetime | None]
+    office: dict[str, Any]
+    renderings: dict[tuple[str, str], Rendered]
+    #: Per language not rendered, the texts it lacks (its readers get the default language's rendering).
+    untranslated: dict[str, list[str]] = field(default_factory=dict)
 
 
 async def resolve_topics(
@@ -199,27 +132,45 @@ def build_context(
         "valid_until": valid_until,
         "unsubscribable": True,
     }
+    links = []
     if template == "link":
-        context["buttons"] = [{"text": f"Buka {data['link_name']}", "url": str(data["url"])}]
+        links.append((data["link_name"], data["url"]))
+    if data.get("link"):
+        links.append((data["link"]["name"], data["link"]["url"]))
+    if links:
+        context["buttons"] = [
+            {"text": {"id": f"Buka {name}", "en": f"Open {name}"}, "url": str(url)} for name, url in links
+        ]
     return context
 
 
-async def prepare(hub: Hub, req: AnnouncementInput) -> tuple[outbox.Draft, dict[str, Any]]:
-    """Validate everything and build the message draft; raises before anything is stored."""
+async def prepare(hub: Hub, req: AnnouncementInput) -> Prepared:
+    """Validate everything, render every channel and language, check what each costs; store nothing.
+
+    This is the one place where given times become UTC: a time without an offset is the office's.
+    """
     if not hub.renderer.exists("announcements", req.template):
         known = ", ".join(hub.renderer.names("announcements"))
         raise AnnouncementError(f"unknown template {req.template!r} (known: {known})")
-    if req.valid_from and req.valid_until and req.valid_until <= req.valid_from:
-        raise AnnouncementError("valid-until must be after valid-from")
-    if req.valid_until and req.valid_until <= utcnow():
-        raise AnnouncementError("valid-until is already in the past")
-    if req.publish_at and req.valid_until and req.publish_at >= req.valid_until:
-        raise AnnouncementError("publish time must be before valid-until")
-    data = validate_data(req.template, req.data)
+    locales = list(hub.settings.hub.locales)
+    try:
+        data, missing = kinds.validate(req.template, req.data, locales)
+    except kinds.KindError as exc:
+        raise AnnouncementError(str(exc)) from None
     office_id, topic_ids = await resolve_topics(hub, req.topics, req.regions, req.services)
     office = await office_context(hub, office_id)
-    context = build_context(req.template, data, office, req.services, req.valid_from, req.valid_until)
-    draft = outbox.Draft(
+    times = {name: _utc(getattr(req, name), office["timezone"]) for name in TIMES}
+    valid_from, valid_until, publish_at = (times[name] for name in TIMES)
+    if valid_from and valid_until and valid_until <= valid_from:
+        raise AnnouncementError("valid-until must be after valid-from")
+    if valid_until and valid_until <= utcnow():
+        raise AnnouncementError("valid-until is already in the past")
+    if publish_at and valid_until and publish_at >= valid_until:
+        raise AnnouncementError("publish time must be before valid-until")
+    default = hub.settings.hub.default_locale
+    rendered_locales = [loc for loc in locales if loc == default or loc not in missing]
+    context = build_context(req.template, data, office, req.services, valid_from, valid_until)
+    draft = delivery.Draft(
         kind="announcement",
         lane="bulk",
         group="announcements",
@@ -227,38 +178,66 @@ async def prepare(hub: Hub, req: AnnouncementInput) -> tuple[outbox.Draft, dict[
         context=context,
         office_id=office_id,
         topic_ids=topic_ids,
-        send_at=req.publish_at,
-        not_after=req.valid_until,
+        send_at=publish_at,
+        not_after=valid_until,
+        renditions=[(ch, loc) for ch in sorted(hub.channels) for loc in rendered_locales],
     )
     try:
-        outbox.render_all(hub, draft)
+        renderings = delivery.render_all(hub, draft)
     except RenderError as exc:
         raise AnnouncementError(str(exc)) from None
-    return draft, data
+    check_costs(hub, renderings)
+    untranslated = {loc: fields for loc, fields in missing.items() if loc not in rendered_locales}
+    return Prepared(draft, data, times, office, renderings, untranslated)
+
+
+def _utc(value: datetime | None, tz: str) -> datetime | None:
+    return to_utc(value, tz) if value is not None else None
+
+
+def check_costs(hub: Hub, renderings: dict[tuple[str, str], Rendered]) -> None:
+    """Refuse a rendering a channel would refuse to send (an SMS over ``max_segments``) before storing.
+
+    A channel's ``describe`` gives facts such as ``segments`` and, where it has one, the limit
+    ``max_segments``; any fact over its ``max_`` limit is an error naming the channel and language.
+    """
+    for (channel, locale), rendered in sorted(renderings.items()):
+        facts = hub.channels[channel].describe(_content(rendered))
+        for fact, value in facts.items():
+            limit = facts.get(f"max_{fact}")
+            if isinstance(value, int) and isinstance(limit, int) and value > limit:
+                raise AnnouncementError(
+                    f"the {channel} rendering in {locale!r} needs {value} {fact}, more than the {limit} "
+                    f"allowed (channels.{channel}.max_{fact}): shorten the announcement"
+                )
+
+
+def _content(rendered: Rendered) -> Content:
+    return Content(text=rendered.text, html=rendered.html, subject=rendered.subject)
 
 
 async def create(hub: Hub, req: AnnouncementInput, *, publish: bool) -> tuple[Announcement, Message | None]:
-    draft, data = await prepare(hub, req)
+    prepared = await prepare(hub, req)
     async with hub.db.transaction() as session:
         announcement = Announcement(
-            office_id=draft.office_id,
+            office_id=prepared.draft.office_id,
             template=req.template,
-            data=data,
+            data=prepared.data,
             services=req.services,
             targets={"topics": req.topics, "regions": req.regions},
-            valid_from=req.valid_from,
-            valid_until=req.valid_until,
-            publish_at=req.publish_at,
             state="draft",
+            **prepared.times,
         )
         session.add(announcement)
-    message = await publish_announcement(hub, announcement.id, draft) if publish else None
+    message = await publish_announcement(hub, announcement.id, prepared.draft) if publish else None
     async with hub.db.session() as session:
         announcement = await session.get(Announcement, announcement.id)  # type: ignore[assignment]
     return announcement, message
 
 
-async def publish_announcement(hub: Hub, announcement_id: int, draft: outbox.Draft | None = None) -> Message:
+async def publish_announcement(
+    hub: Hub, announcement_id: int, draft: delivery.Draft | None = None
+) -> Message:
     """Turn a draft into a message: scheduled when its time is ahead, queued for fan-out otherwise."""
     async with hub.db.session() as session:
         announcement = await session.get(Announcement, announcement_id)
@@ -267,10 +246,10 @@ async def publish_announcement(hub: Hub, announcement_id: int, draft: outbox.Dra
         if announcement.state != "draft":
             raise AnnouncementError(f"announcement {announcement_id} is {announcement.state}, not a draft")
     if draft is None:
-        draft, _ = await prepare(hub, _input_of(announcement))
-    draft = outbox.Draft(**{**draft.__dict__, "announcement_id": announcement_id})
+        draft = (await prepare(hub, _input_of(announcement))).draft
+    draft = delivery.Draft(**{**draft.__dict__, "announcement_id": announcement_id})
     scheduled = draft.send_at is not None and draft.send_at > utcnow()
-    message = await outbox.create_message(hub, draft, state="scheduled" if scheduled else "planning")
+    message = await delivery.create_message(hub, draft, state="scheduled" if scheduled else "planning")
     async with hub.db.transaction() as session:
         await session.execute(
             update(Announcement)
@@ -282,32 +261,73 @@ async def publish_announcement(hub: Hub, announcement_id: int, draft: outbox.Dra
 
 
 def _input_of(announcement: Announcement) -> AnnouncementInput:
+    """A stored announcement as input again; its times are UTC and say so, so they do not move."""
     return AnnouncementInput(
         template=announcement.template,
         data=announcement.data,
         topics=announcement.targets.get("topics", []),
         regions=announcement.targets.get("regions", []),
         services=announcement.services,
-        valid_from=announcement.valid_from,
-        valid_until=announcement.valid_until,
-        publish_at=announcement.publish_at,
+        **{name: as_utc(getattr(announcement, name)) for name in TIMES},
     )
 
 
+async def get(hub: Hub, announcement_id: int) -> Announcement:
+    async with hub.db.session() as session:
+        announcement = await session.get(Announcement, announcement_id)
+    if announcement is None:
+        raise AnnouncementError(f"unknown announcement {announcement_id}")
+    return announcement
+
+
+async def read_back(hub: Hub, announcement: Announcement) -> dict[str, Any]:
+    """An announcement as the API and ``hub show`` give it: times in the office's zone, with offset."""
+    office = await office_context(hub, announcement.office_id)
+    async with hub.db.session() as session:
+        message_ids = list(
+            (
+                await session.execute(select(Message.id).where(Message.announcement_id == announcement.id))
+            ).scalars()
+        )
+    return {
+        "id": announcement.id,
+        "office_id": announcement.office_id,
+        "template": announcement.template,
+        "data": announcement.data,
+        "state": announcement.state,
+        "targets": announcement.targets,
+        "services": announcement.services,
+        **{name: local_iso(getattr(announcement, name), office["timezone"]) for name in TIMES},
+        "messages": message_ids,
+    }
+
+
+async def send_time(hub: Hub, message: Message) -> str | None:
+    """When a message goes out, in its office's zone (None: at once)."""
+    if message.send_at is None or message.office_id is None:
+        return None
+    return local_iso(message.send_at, (await office_context(hub, message.office_id))["timezone"])
+
+
 async def preview(hub: Hub, req: AnnouncementInput) -> dict[str, Any]:
-    """Each channel's rendering per locale, its cost facts, and how many endpoints it would reach."""
-    draft, _ = await prepare(hub, req)
-    renderings = outbox.render_all(hub, draft)
-    by_locale = await audience_counts(hub, draft.topic_ids)
+    """Each channel's rendering per locale, its cost facts, and how many endpoints it would reach.
+
+    Readers of a language the announcement is not written in are counted with the rendering they get.
+    """
+    prepared = await prepare(hub, req)
+    draft, renderings = prepared.draft, prepared.renderings
+    default = hub.settings.hub.default_locale
+    by_locale: dict[tuple[str, str], int] = {}
+    for (channel, locale), n in (await audience_counts(hub, draft.topic_ids)).items():
+        shown = locale if (channel, locale) in renderings else default
+        by_locale[(channel, shown)] = by_locale.get((channel, shown), 0) + n
     counts: dict[str, int] = {}
     for (channel, _), n in by_locale.items():
         counts[channel] = counts.get(channel, 0) + n
     channels: dict[str, Any] = {}
     for (channel, locale), rendered in renderings.items():
         entry = channels.setdefault(channel, {"recipients": counts.get(channel, 0), "renderings": {}})
-        facts = hub.channels[channel].describe(
-            Content(text=rendered.text, html=rendered.html, subject=rendered.subject)
-        )
+        facts = hub.channels[channel].describe(_content(rendered))
         readers = by_locale.get((channel, locale), 0)
         # Per-recipient costs (SMS segments, Telegram parts) times the readers of this language.
         totals = {
@@ -321,10 +341,13 @@ async def preview(hub: Hub, req: AnnouncementInput) -> dict[str, Any]:
             "text": rendered.text.replace(UNSUBSCRIBE_MARK, "<unsubscribe link>"),
             "html": (rendered.html or "").replace(UNSUBSCRIBE_MARK, "#unsubscribe"),
         }
+    tz = prepared.office["timezone"]
     return {
         "office_id": draft.office_id,
         "topics": len(draft.topic_ids),
         "recipients": sum(counts.get(ch, 0) for ch in hub.channels),
+        **{name: local_iso(prepared.times[name], tz) for name in TIMES},
+        "untranslated": prepared.untranslated,
         "channels": channels,
     }
 
@@ -363,7 +386,7 @@ async def cancel(hub: Hub, announcement_id: int) -> int:
         )
     skipped = 0
     for message_id in message_ids:
-        skipped += await outbox.cancel(hub, message_id)
+        skipped += await delivery.cancel(hub, message_id)
     return skipped
 
 
@@ -385,16 +408,17 @@ async def correct(hub: Hub, announcement_id: int, req: AnnouncementInput) -> tup
                 "regions": original.targets.get("regions", []),
             }
         )
-    draft, data = await prepare(hub, req)
+    prepared = await prepare(hub, req)
+    draft = prepared.draft
     async with hub.db.transaction() as session:
         correction = Announcement(
             office_id=draft.office_id,
             template=req.template,
-            data=data,
+            data=prepared.data,
             services=req.services,
             targets={"corrects": announcement_id},
-            valid_from=req.valid_from,
-            valid_until=req.valid_until,
+            valid_from=prepared.times["valid_from"],
+            valid_until=prepared.times["valid_until"],
             state="published",
             corrects_id=announcement_id,
         )
@@ -408,7 +432,7 @@ async def correct(hub: Hub, announcement_id: int, req: AnnouncementInput) -> tup
                 )
             ).scalars()
         )
-    draft = outbox.Draft(
+    draft = delivery.Draft(
         **{
             **draft.__dict__,
             "kind": "correction",
@@ -418,6 +442,6 @@ async def correct(hub: Hub, announcement_id: int, req: AnnouncementInput) -> tup
             "send_at": None,
         }
     )
-    message = await outbox.create_message(hub, draft, state="planning")
+    message = await delivery.create_message(hub, draft, state="planning")
     await hub.queue.plan(message.id, message.lane)
     return correction, message

@@ -8,23 +8,41 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub import outbox, signing
+from hub import delivery, signing
 from hub.clock import utcnow
 from hub.context import Hub
+from hub.errors import Conflict, InvalidInput, NotFound
 from hub.store.models import ApplicantCase, CaseEndpoint, CaseUpdate, Office
 from hub.subscriptions import endpoint_for, normalize
 
 Status = Literal["received", "verified", "needs_document", "ready", "rejected", "done"]
 
 
-class ApplicantError(ValueError):
+class ApplicantError(InvalidInput):
     """Bad applicant input; the message names what is wrong."""
+
+
+class UnknownCase(ApplicantError, NotFound):
+    """No case with that reference for the office."""
+
+
+class CaseExists(ApplicantError, Conflict):
+    """A case with that reference is already open for the office."""
+
+
+#: Runs inside the request's transaction, so what it writes (an idempotency record) commits with the
+#: case or message, or not at all.
+Within = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+
+REFERENCE_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
 
 
 class Contact(BaseModel):
@@ -33,10 +51,24 @@ class Contact(BaseModel):
 
 
 class CaseInput(BaseModel):
-    reference: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9./_-]+$")
+    reference: str = Field(min_length=1, max_length=64)
     document: str = Field(min_length=1, max_length=64)
     locale: Literal["id", "en"] = "id"
     contacts: list[Contact] = []
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_fits_a_url(cls, value: str) -> str:
+        # The reference is a path segment of /v1/applicants/{reference}/updates: a '/' would make the
+        # case impossible to update, so it is refused when the case is opened.
+        bad = sorted(set(value) - REFERENCE_CHARS)
+        if bad:
+            shown = " ".join(repr(c) for c in bad)
+            raise ValueError(
+                f"may hold only letters, digits, '.', '_' and '-' (not {shown}); "
+                "write e.g. KTP-2020-0042 instead of KTP/2020/0042"
+            )
+        return value
 
 
 class UpdateInput(BaseModel):
@@ -66,8 +98,26 @@ class OpenedCase:
     link_code: str
 
 
-async def open_case(hub: Hub, office_id: str, data: CaseInput) -> OpenedCase:
-    contacts = [(c.channel, normalize(hub, c.channel, c.address)) for c in data.contacts]
+def _contacts(hub: Hub, data: CaseInput) -> list[tuple[str, str]]:
+    """Normalised contacts; an error names the contact (``contacts.1.address: ...``)."""
+    contacts = []
+    for i, contact in enumerate(data.contacts):
+        try:
+            hub.channel(contact.channel)
+        except ValueError as exc:
+            raise ApplicantError(f"contacts.{i}.channel: {exc}") from None
+        try:
+            contacts.append((contact.channel, normalize(hub, contact.channel, contact.address)))
+        except ValueError as exc:
+            raise ApplicantError(f"contacts.{i}.address: {exc}") from None
+    return contacts
+
+
+async def open_case(
+    hub: Hub, office_id: str, data: CaseInput, *, within: Within | None = None
+) -> OpenedCase:
+    """Open a case; ``within`` runs in the same transaction with the answer (see ``Within``)."""
+    contacts = _contacts(hub, data)
     pin = "".join(secrets.choice(string.digits) for _ in range(6))
     link_code = "c" + secrets.token_urlsafe(12).replace("-", "").replace("_", "")[:15]
     async with hub.db.transaction() as session:
@@ -77,7 +127,7 @@ async def open_case(hub: Hub, office_id: str, data: CaseInput) -> OpenedCase:
             )
         )
         if exists is not None:
-            raise ApplicantError(f"case {data.reference!r} already exists for office {office_id}")
+            raise CaseExists(f"case {data.reference!r} already exists for office {office_id}")
         case = ApplicantCase(
             office_id=office_id,
             reference=data.reference,
@@ -90,12 +140,23 @@ async def open_case(hub: Hub, office_id: str, data: CaseInput) -> OpenedCase:
         await session.flush()
         for channel, address in contacts:
             endpoint = await endpoint_for(session, channel, address, locale=data.locale)
-            session.add(CaseEndpoint(case_id=case.id, endpoint_id=endpoint.id))
-    return OpenedCase(case.id, data.reference, pin, link_code)
+            if await session.get(CaseEndpoint, (case.id, endpoint.id)) is None:
+                session.add(CaseEndpoint(case_id=case.id, endpoint_id=endpoint.id))
+        opened = OpenedCase(case.id, data.reference, pin, link_code)
+        if within is not None:
+            await session.flush()
+            await within(session, {"case": opened})
+    return opened
 
 
-async def post_update(hub: Hub, office_id: str, reference: str, data: UpdateInput) -> int:
-    """Record a status change and send it to every endpoint linked to the case, on the urgent lane."""
+async def post_update(
+    hub: Hub, office_id: str, reference: str, data: UpdateInput, *, within: Within | None = None
+) -> int:
+    """Record a status change and send it to every endpoint linked to the case, on the urgent lane.
+
+    The update, its message and whatever ``within`` writes commit together: a failure leaves nothing
+    behind. Queuing comes after the commit and may wait for Redis (the reconciler queues it then).
+    """
     async with hub.db.transaction() as session:
         case = await session.scalar(
             select(ApplicantCase).where(
@@ -103,7 +164,7 @@ async def post_update(hub: Hub, office_id: str, reference: str, data: UpdateInpu
             )
         )
         if case is None:
-            raise ApplicantError(f"unknown case {reference!r} for office {office_id}")
+            raise UnknownCase(f"unknown case {reference!r} for office {office_id}")
         office = await session.get(Office, office_id)
         assert office is not None
         detail = data.model_dump(exclude_none=True)
@@ -123,18 +184,20 @@ async def post_update(hub: Hub, office_id: str, reference: str, data: UpdateInpu
             "reference": case.reference,
             "document": case.document,
         }
-    draft = outbox.Draft(
-        kind="applicant",
-        lane="urgent",
-        group="applicant",
-        template="status",
-        context=context,
-        office_id=office_id,
-        endpoint_ids=endpoint_ids,
-    )
-    message = await outbox.create_message(hub, draft)
+        draft = delivery.Draft(
+            kind="applicant",
+            lane="urgent",
+            group="applicant",
+            template="status",
+            context=context,
+            office_id=office_id,
+            endpoint_ids=endpoint_ids,
+        )
+        message = await delivery.create_message(hub, draft, session=session)
+        if within is not None:
+            await within(session, {"message_id": message.id})
     if endpoint_ids:
-        await hub.queue.plan(message.id, "urgent")
+        await hub.queue.plan_soon(message.id, "urgent")
     return message.id
 
 

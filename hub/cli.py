@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hub import announcements, applicants, subscriptions
-from hub.clock import parse_when
+from hub import announcements, operate, subscriptions
+from hub.clock import parse_when, utcnow
 from hub.context import Hub, build_hub
+from hub.errors import HubError, InvalidInput, Unavailable
 from hub.logs import configure as configure_logs
-from hub.regions import DataFileError
-from hub.render import RenderError
 from hub.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -44,15 +44,6 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
-USER_ERRORS = (
-    announcements.AnnouncementError,
-    subscriptions.SubscriptionError,
-    applicants.ApplicantError,
-    DataFileError,
-    RenderError,
-    FileNotFoundError,
-    ValueError,
-)
 
 
 class State:
@@ -72,15 +63,16 @@ def main(
 def _settings() -> Settings:
     try:
         loaded = load_settings(State.settings_path)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, HubError) as exc:  # HubError: a setting that does not fit, named
         _fail(str(exc))
     configure_logs(loaded.log.level, loaded.log.json_logs)
     return loaded
 
 
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
+def _fail(message: str, code: int = 1) -> None:
+    err.print("[red]error:[/red] ", end="", highlight=False)
+    err.print(message, highlight=False, markup=False)
+    raise typer.Exit(code)
 
 
 def _run(work: Callable[[Hub], Awaitable[T]], *, redis: bool = True, migrate: bool = False) -> T:
@@ -98,8 +90,18 @@ def _run(work: Callable[[Hub], Awaitable[T]], *, redis: bool = True, migrate: bo
 
     try:
         return asyncio.run(go())
-    except USER_ERRORS as exc:
+    except HubError as exc:
+        _fail(str(exc), exc.exit_code)
+    except FileNotFoundError as exc:
         _fail(str(exc))
+    except RedisError as exc:
+        _fail(
+            f"Redis does not answer ({exc}): start it, or change redis.url "
+            "(empty: an embedded Redis is started)",
+            Unavailable.exit_code,
+        )
+    except (OSError, TimeoutError) as exc:
+        _fail(f"a service the hub needs does not answer: {exc}", Unavailable.exit_code)
     except Exception as exc:  # database not initialised and the like: one line, not a trace
         if "no such table" in str(exc) or "does not exist" in str(exc):
             _fail("the database is not initialised: run `hub init` first")
@@ -147,8 +149,8 @@ def regions_load(
 
     try:
         data = read_file(file)
-    except DataFileError as exc:
-        _fail(str(exc))
+    except HubError as exc:
+        _fail(str(exc), exc.exit_code)
     report = _run(lambda hub: load(hub, data), redis=False)
     out.print(f"loaded {report.regions} regions, {report.offices} offices, {report.topics} new topics")
 
@@ -218,20 +220,29 @@ def announce(
         list[str], typer.Option("--region", help="Region code: every office below (repeatable).")
     ] = [],  # noqa: B006
     template: Annotated[
-        str, typer.Option(help="closure, hours_changed, online_only, link or free_text.")
+        str,
+        typer.Option(
+            help="closure, restriction, suspension, hours_changed, online_only, link or free_text."
+        ),
     ] = "free_text",
     data: Annotated[Path | None, typer.Option(help="JSON file with the template's values.")] = None,
     service: Annotated[list[str], typer.Option("--service", help="Affected service (repeatable).")] = [],  # noqa: B006
     at: Annotated[
-        str | None, typer.Option(help="Publish at (YYYY-MM-DD HH:MM, office time), default now.")
+        str | None,
+        typer.Option(help="Publish at (YYYY-MM-DD HH:MM in the office's zone, or with +08:00), default now."),
     ] = None,
     since: Annotated[str | None, typer.Option("--from", help="Valid from (date or time).")] = None,
     until: Annotated[str | None, typer.Option(help="Valid until: nothing goes out after it.")] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Show each channel's rendering and the audience; send nothing.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Publish even when no confirmed subscriber would receive it.")
+    ] = False,
+    draft: Annotated[bool, typer.Option(help="Store it as a draft; `hub publish ID` sends it.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (times in the office's zone).")] = False,
 ) -> None:
-    """Write an announcement and publish it (or preview it with --dry-run)."""
+    """Write an announcement and publish it (or preview it with --dry-run, or keep it as a --draft)."""
     values: dict[str, Any] = {}
     if data is not None:
         try:
@@ -257,24 +268,122 @@ def announce(
         _fail(str(exc))
     if dry_run:
         result = _run(lambda hub: announcements.preview(hub, req), redis=False)
-        _print_preview(result)
+        if as_json:
+            out.print_json(data=result)
+        else:
+            _print_preview(result)
         return
-    ann, message = _run(lambda hub: announcements.create(hub, req, publish=True))
-    assert message is not None
-    when = f" scheduled for {message.send_at:%Y-%m-%d %H:%M} UTC" if message.state == "scheduled" else ""
-    out.print(f"announcement {ann.id}: message {message.id}{when}")
+    if draft:
+        shown = _run(lambda hub: _create_draft(hub, req))
+    else:
+        shown = _run(lambda hub: _published(hub, _publish(hub, req, force=force)))
+    _print_announcement(shown, as_json)
+
+
+async def _create_draft(hub: Hub, req: announcements.AnnouncementInput) -> dict[str, Any]:
+    ann, _ = await announcements.create(hub, req, publish=False)
+    return await announcements.read_back(hub, ann)
+
+
+async def _published(hub: Hub, publishing: Awaitable[tuple[Any, Any]]) -> dict[str, Any]:
+    ann, message = await publishing
+    return {**await announcements.read_back(hub, ann), "message_id": message.id}
+
+
+def _print_announcement(shown: dict[str, Any], as_json: bool) -> None:
+    """One line (or JSON) with the announcement's state and its times in the office's zone."""
+    if as_json:
+        out.print_json(data=shown)
+        return
+    line = f"announcement {shown['id']}: {shown['state']}"
+    if shown.get("message_id"):
+        line += f", message {shown['message_id']}"
+    if shown["state"] == "scheduled":
+        line += f", goes out {shown['publish_at']}"
+    out.print(line, highlight=False)
+
+
+async def _publish(
+    hub: Hub, req: announcements.AnnouncementInput, *, force: bool
+) -> tuple[Any, Any]:
+    """Publish, unless nobody confirmed would receive it: then say so first and publish only if forced."""
+    audience = await announcements.preview(hub, req)
+    if not audience["recipients"]:
+        where = ", ".join([*req.topics, *req.regions]) or "the given topics"
+        if not force:
+            raise InvalidInput(
+                f"no confirmed subscriber on {where} would receive this: nothing published. "
+                "Subscribers confirm by the link in their confirmation email (or `hub subscribe "
+                "--confirmed`); pass --force to publish anyway"
+            )
+        err.print(f"warning: no confirmed subscriber on {where}; publishing anyway (--force)")
+    return await announcements.create(hub, req, publish=True)
 
 
 def _print_preview(result: dict[str, Any]) -> None:
+    """Every channel's rendering as it will be sent: the subject, the plain text and the HTML."""
     out.print(f"[bold]recipients:[/bold] {result['recipients']} across {result['topics']} topics")
+    if not result["recipients"]:
+        out.print("no confirmed subscriber would receive this yet", highlight=False)
+    for name in ("publish_at", "valid_from", "valid_until"):
+        if result.get(name):
+            out.print(f"{name}: {result[name]}", highlight=False)
+    for locale, fields in result.get("untranslated", {}).items():
+        out.print(
+            f"not rendered in {locale!r} (no {locale!r} text for: {', '.join(fields)}): "
+            "those readers get the Indonesian message",
+            highlight=False,
+            markup=False,
+        )
     for channel, entry in result["channels"].items():
         for locale, r in entry["renderings"].items():
-            facts = {k: v for k, v in r.items() if k not in ("subject", "text", "html")}
+            facts = {k: v for k, v in r.items() if k not in ("subject", "text", "html", "recipients")}
             extra = "".join(f", {k}: {v}" for k, v in facts.items())
-            out.rule(f"{channel} / {locale}: {entry['recipients']} recipients{extra}")
+            readers = r.get("recipients", entry["recipients"])
+            out.rule(f"{channel} / {locale}: {readers} recipients{extra}")
             if r["subject"]:
-                out.print(f"[bold]Subject:[/bold] {r['subject']}", highlight=False)
+                out.print(f"Subject: {r['subject']}", highlight=False, markup=False)
+            if r.get("html"):
+                out.print("[bold]text:[/bold]", highlight=False)
             out.print(r["text"], highlight=False, markup=False)
+            if r.get("html"):
+                out.print("[bold]html:[/bold]", highlight=False)
+                out.print(r["html"], highlight=False, markup=False)
+
+
+@app.command()
+def publish(
+    announcement_id: int,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Publish a draft announcement: now, or at its publish time."""
+
+    async def run(hub: Hub) -> dict[str, Any]:
+        message = await announcements.publish_announcement(hub, announcement_id)
+        ann = await announcements.get(hub, announcement_id)
+        return {**await announcements.read_back(hub, ann), "message_id": message.id}
+
+    _print_announcement(_run(run), as_json)
+
+
+@app.command()
+def show(
+    announcement_id: int,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """An announcement as stored: template, data, state and times in the office's zone."""
+
+    async def run(hub: Hub) -> dict[str, Any]:
+        return await announcements.read_back(hub, await announcements.get(hub, announcement_id))
+
+    shown = _run(run, redis=False)
+    if as_json:
+        out.print_json(data=shown)
+        return
+    _print_announcement(shown, False)
+    for name in ("publish_at", "valid_from", "valid_until"):
+        if shown[name]:
+            out.print(f"  {name}: {shown[name]}", highlight=False)
 
 
 @app.command()
@@ -291,18 +400,22 @@ def status(
     watch: Annotated[bool, typer.Option(help="Show a progress bar until the message is done.")] = False,
 ) -> None:
     """Delivery counts of a message, per channel and state."""
-    from hub import outbox
+    from hub import delivery
 
     if watch:
         _run(lambda hub: _watch(hub, message_id), redis=False)
-    result = _run(lambda hub: outbox.status(hub, message_id), redis=False)
+    result = _run(lambda hub: delivery.status(hub, message_id), redis=False)
     if result is None:
         _fail(f"message {message_id} not found")
     if as_json:
         out.print_json(json.dumps(result))
         return
     states = [s for s in result["totals"] if result["totals"][s]] or ["queued"]
-    table = Table("channel", *states, title=f"message {message_id} ({result['kind']}, {result['state']})")
+    title = f"message {message_id} ({result['kind']}): {result['progress']}"
+    if result["progress"] == "done":
+        sent = result["totals"]["sent"] + result["totals"]["delivered"]
+        title += f", {sent} of {result['total']} sent"
+    table = Table("channel", *states, title=title)
     for channel, counts in result["channels"].items():
         table.add_row(channel, *(str(counts[s]) for s in states))
     table.add_row("[bold]total[/bold]", *(str(result["totals"][s]) for s in states))
@@ -310,12 +423,12 @@ def status(
 
 
 async def _watch(hub: Hub, message_id: int) -> None:
-    from hub import outbox
+    from hub import delivery
 
     with _progress() as bar:
         task = bar.add_task(f"message {message_id}", total=None)
         while True:
-            result = await outbox.status(hub, message_id)
+            result = await delivery.status(hub, message_id)
             if result is None:
                 return
             bar.update(task, total=result["total"] or None, completed=result["total"] - result["pending"])
@@ -340,24 +453,32 @@ def worker(
     burst: Annotated[bool, typer.Option(help="Drain what is due, then exit.")] = False,
 ) -> None:
     """Run a worker: both lanes (urgent and bulk) and the reconciler."""
-    from hub.worker import drain, run_workers
+    from hub.delivery import drain, run_workers
 
     async def work(hub: Hub) -> None:
         if not burst:
             out.print(f"worker started; channels: {', '.join(sorted(hub.channels)) or 'none'}")
-            listeners = [_listen(hub, name) for name in _polling_channels(hub, in_worker=True)]
-            await _until_signal(asyncio.gather(run_workers(hub), *listeners))
+            listeners = [_listen(hub, name) for name in hub.listeners("worker")]
+            watch = operate.watch_redis_neighbours(hub)
+            try:
+                await _until_signal(asyncio.gather(operate.supervise(run_workers, hub), *listeners))
+            finally:
+                watch.cancel()
             return
+        started = utcnow()
         with _progress() as bar:
-            task = bar.add_task("draining", total=None)
-            start: list[int] = []
+            task = bar.add_task("draining", total=0)
+            seen = [0]  # the most work seen at once: the bar's total, never "?"
 
             def progress(left: int) -> None:
-                if not start or left > start[0]:
-                    start[:] = [left]
-                bar.update(task, total=start[0] or None, completed=start[0] - left)
+                seen[0] = max(seen[0], left)
+                bar.update(task, total=seen[0], completed=seen[0] - left)
 
             await drain(hub, on_progress=progress)
+            counts = await operate.outcomes_since(hub, started)
+            done = max(seen[0], sum(counts.values()))
+            bar.update(task, total=done, completed=done)
+        out.print(operate.summary_line(counts), highlight=False)
 
     _run(work)
 
@@ -382,7 +503,7 @@ def run(
     import uvicorn
 
     from hub.api.app import create_app
-    from hub.worker import run_workers
+    from hub.delivery import run_workers
 
     async def work(hub: Hub) -> None:
         settings = hub.settings
@@ -393,12 +514,15 @@ def run(
             log_level=settings.log.level.lower(),
             lifespan="on",
         )
+        # Bound before anything says "running": a busy port is one line naming the setting to change.
+        sock = operate.listen_socket(config.host, config.port)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        watch = operate.watch_redis_neighbours(hub)
         tasks = [
-            asyncio.ensure_future(server.serve()),
-            asyncio.ensure_future(run_workers(hub)),
-            *[asyncio.ensure_future(_listen(hub, name)) for name in _polling_channels(hub)],
+            asyncio.ensure_future(server.serve(sockets=[sock])),
+            asyncio.ensure_future(operate.supervise(run_workers, hub)),
+            *[asyncio.ensure_future(_listen(hub, name)) for name in hub.listeners("worker", "listener")],
         ]
         out.print(
             f"hub running on http://{config.host}:{config.port} (API docs at /docs); "
@@ -413,22 +537,14 @@ def run(
         server.should_exit = True
         for t in tasks[1:]:
             t.cancel()
+        watch.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        sock.close()
         for t in tasks:
             if t.done() and not t.cancelled() and t.exception():
                 raise t.exception()  # type: ignore[misc]
 
     _run(work, migrate=True)
-
-
-def _polling_channels(hub: Hub, *, in_worker: bool | None = None) -> list[str]:
-    """Channels that pull their inbound; ``in_worker`` picks those a worker process must read itself."""
-    return [
-        name
-        for name, channel in hub.channels.items()
-        if getattr(channel, "mode", None) == "polling"
-        and (in_worker is None or type(channel).listens_in_worker == in_worker)
-    ]
 
 
 async def _listen(hub: Hub, name: str) -> None:
@@ -443,8 +559,17 @@ def listen(channel: Annotated[str, typer.Argument(help="Channel to poll, e.g. te
     """Receive a channel's inbound messages by polling (for offices without a public address)."""
 
     async def work(hub: Hub) -> None:
-        if type(hub.channel(channel)).listens_in_worker:
-            raise ValueError(f"{channel} is read by the worker that owns its session: run `hub worker`")
+        where = hub.channel(channel).capabilities.listening
+        if where == "worker":
+            raise InvalidInput(
+                f"{channel} is read by `hub worker` itself (the worker that owns the bot's session "
+                "listens); there is nothing to run separately"
+            )
+        if where == "none":
+            raise InvalidInput(
+                f"{channel} has nothing to poll: its inbound arrives at "
+                f"{hub.settings.hub.public_url.rstrip('/')}/v1/channels/{channel}/webhook"
+            )
         await _until_signal(_listen(hub, channel))
 
     _run(work)
@@ -474,7 +599,7 @@ def relays_code(office: Annotated[str, typer.Option(help="Office the group relay
 @app.command()
 def reconcile() -> None:
     """Queue again whatever the database says is due (run after Redis was lost, or from cron)."""
-    from hub.worker import reconcile as reconcile_job
+    from hub.delivery import reconcile as reconcile_job
 
     result = _run(lambda hub: reconcile_job({"hub": hub}))
     out.print(f"queued {result['batches']} batches and {result['plans']} fan-outs")

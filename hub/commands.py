@@ -7,47 +7,64 @@ first, English when the citizen's client or keyword is English.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, select
 
 from channels.base import Inbound
-from hub import applicants, outbox
+from hub import applicants, delivery
 from hub.clock import utcnow
 from hub.context import Hub
+from hub.errors import NotFound
 from hub.logs import log
 from hub.privacy import mask
 from hub.render import day_name, format_hours
 from hub.store.models import Announcement, Endpoint, KeyValue, Office, Subscription, Topic
 from hub.subscriptions import endpoint_for, set_state, subscriber_view, unsubscribe_endpoint
 
-SYNONYMS = {
-    "start": "start",
-    "mulai": "start",
-    "langganan": "langganan",
-    "daftar": "langganan",
-    "subscribe": "langganan",
-    "berhenti": "berhenti",
-    "stop": "berhenti",
-    "unsubscribe": "berhenti",
-    "jam": "jam",
-    "hours": "jam",
-    "layanan": "layanan",
-    "services": "layanan",
-    "lacak": "lacak",
-    "track": "lacak",
-    "bantuan": "bantuan",
-    "info": "bantuan",
-    "help": "bantuan",
-    "kelurahan": "kelurahan",
-    "relay": "kelurahan",
-    "dataku": "dataku",
-    "mydata": "dataku",
-    "hapus": "hapus",
-    "erase": "hapus",
+#: Every word the bot takes as a command, on every channel: ``word -> (command, language it implies)``.
+#: Adapters hand over the raw first word (``/Jam``, ``!jam``, ``JAM.``); the vocabulary lives here once.
+#: Indonesian words keep the citizen's language (their client's, or Indonesian); English ones answer in
+#: English, whatever the client says.
+VOCABULARY: dict[str, tuple[str, str | None]] = {
+    "start": ("start", None),
+    "mulai": ("start", None),
+    "langganan": ("langganan", None),
+    "daftar": ("langganan", None),
+    "subscribe": ("langganan", "en"),
+    "berhenti": ("berhenti", None),
+    "stop": ("berhenti", None),
+    "unsubscribe": ("berhenti", "en"),
+    "jam": ("jam", None),
+    "hours": ("jam", "en"),
+    "layanan": ("layanan", None),
+    "services": ("layanan", "en"),
+    "lacak": ("lacak", None),
+    "track": ("lacak", "en"),
+    "bantuan": ("bantuan", None),
+    "info": ("bantuan", None),
+    "help": ("bantuan", "en"),
+    "kelurahan": ("kelurahan", None),
+    "relay": ("kelurahan", "en"),
+    "dataku": ("dataku", None),
+    "mydata": ("dataku", "en"),
+    "hapus": ("hapus", None),
+    "erase": ("hapus", "en"),
 }
+#: What may surround a command word: the channel's prefix, a Telegram ``@botname``, punctuation.
+_WORD_EDGES = "/!#.,?:;"
+
+
+def command_of(word: str) -> tuple[str, str | None] | None:
+    """The command a first word names and the language it implies; None when it names none."""
+    key = word.strip().split("@", 1)[0].strip(_WORD_EDGES).lower()
+    return VOCABULARY.get(key)
+
+
 TRACK_LIMIT = 5  # wrong guesses allowed per sender ...
 TRACK_WINDOW = 15 * 60  # ... per this many seconds
 
@@ -174,7 +191,7 @@ class Conversation:
         self.hub, self.record = hub, record
         self.locale = record.locale if record.locale in TEXT else "id"
         self.channel = hub.channel(record.channel)
-        self.prefix = type(self.channel).command_prefix
+        self.prefix = self.channel.capabilities.command_prefix
 
     def t(self, key: str, **values: Any) -> str:
         return TEXT[self.locale][key].format(p=self.prefix, **values)
@@ -213,9 +230,9 @@ class Conversation:
         self, text: str, buttons: list[dict[str, str]] | None = None, *, to: Endpoint | None = None
     ) -> int:
         endpoint = to or await self.here()
-        if buttons and not self.channel.supports_buttons:
+        if buttons and not self.channel.capabilities.buttons:
             buttons = [b for b in buttons if b.get("url")]
-        draft = outbox.Draft(
+        draft = delivery.Draft(
             kind="reply",
             lane="urgent",
             group="system",
@@ -224,14 +241,29 @@ class Conversation:
             endpoint_ids=[endpoint.id],
             renditions=[(self.record.channel, self.locale)],
         )
-        message = await outbox.create_message(self.hub, draft)
+        message = await delivery.create_message(self.hub, draft)
         await self.hub.queue.plan(message.id, "urgent")
         return message.id
 
 
+#: One lock per chat: a chat's messages are answered one at a time, so its replies are created (and,
+#: by hub.delivery.order, sent) in the order the messages came. Weak values: idle chats cost nothing.
+_CHATS: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
 async def answer(hub: Hub, record: Inbound) -> None:
+    """Answer one inbound record; records from the same chat are answered in the order they came."""
     if record.channel not in hub.channels:
         return
+    key = (record.channel, record.address)
+    lock = _CHATS.get(key)
+    if lock is None:
+        lock = _CHATS[key] = asyncio.Lock()
+    async with lock:
+        await _answer(hub, record)
+
+
+async def _answer(hub: Hub, record: Inbound) -> None:
     convo = Conversation(hub, record)
     if record.kind == "member":
         if record.text == "added":
@@ -243,9 +275,12 @@ async def answer(hub: Hub, record: Inbound) -> None:
         await _button(convo, record.data)
         return
     if record.kind == "command":
-        handler = HANDLERS.get(SYNONYMS.get(record.command.lower(), ""))
-        if handler is not None:
-            await handler(convo, list(record.args))
+        found = command_of(record.command)
+        if found is not None:
+            name, language = found
+            if language is not None:
+                convo.locale = language
+            await HANDLERS[name](convo, list(record.args))
             return
     if record.kind == "text" and not convo.private:
         return  # a group's own conversation is none of the bot's business
@@ -341,7 +376,7 @@ async def cmd_unsubscribe(convo: Conversation, args: list[str]) -> None:
             if not rows:
                 await convo.reply(convo.t("not_subscribed"))
                 return
-            if len(rows) == 1 or type(convo.channel).bare_stop_leaves_all:
+            if len(rows) == 1 or convo.channel.capabilities.bare_stop_leaves_all:
                 topic_ids, what = None, convo.t("unsub_all")
             else:
                 lines = [f"{t.name}: {convo.prefix}berhenti {t.slug}" for t in rows]
@@ -391,7 +426,7 @@ async def cmd_track(convo: Conversation, args: list[str]) -> None:
         await convo.reply(convo.t("track_usage"))
         return
     if not convo.private:
-        if convo.channel.initiates_direct and convo.record.sender:
+        if convo.channel.capabilities.initiates_direct and convo.record.sender:
             await convo.reply(convo.t("track_moved"))
             await _track(convo, args, to=await convo.person())
         else:
@@ -413,7 +448,8 @@ async def _track(convo: Conversation, args: list[str], *, to: Endpoint) -> None:
         if hub.redis:
             async with hub.redis.pipeline(transaction=True) as pipe:
                 await pipe.incr(key).expire(key, TRACK_WINDOW).execute()
-        log.info("track_failed", channel=convo.record.channel, sender=mask(convo.record.sender))
+        sender = mask(convo.record.sender, convo.channel)
+        log.info("track_failed", channel=convo.record.channel, sender=sender)
         await convo.reply(convo.t("track_wrong"), to=to)
         return
     await applicants.link_case(hub, case.link_code, convo.record.channel, to.address, locale=convo.locale)
@@ -641,6 +677,6 @@ async def relay_code(hub: Hub, office_id: str) -> str:
     code = "K" + secrets.token_hex(4).upper()
     async with hub.db.transaction() as session:
         if await session.get(Office, office_id) is None:
-            raise ValueError(f"unknown office {office_id!r}")
+            raise NotFound(f"unknown office {office_id!r}")
         session.add(KeyValue(key=f"relay:{code}", value=office_id))
     return code

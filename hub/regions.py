@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.context import Hub
+from hub.errors import InvalidInput
 from hub.store.models import Office, Region, Topic
 
 LEVELS = ("provinsi", "kota", "kabupaten", "kecamatan", "kelurahan", "desa")
@@ -30,7 +31,7 @@ SERVICES = {
 ZONES = ("Asia/Jakarta", "Asia/Pontianak", "Asia/Makassar", "Asia/Jayapura")
 
 
-class DataFileError(ValueError):
+class DataFileError(InvalidInput):
     """A regions file that cannot be loaded; the message names the entry and the field."""
 
 

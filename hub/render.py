@@ -9,6 +9,7 @@ wraps a channel's bodies (the email page and its unsubscribe footer).
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
@@ -25,14 +26,20 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from hub.clock import to_local
+from hub.errors import InvalidInput
 
 #: Per-recipient merge field, replaced at send time (it differs for every subscriber).
 UNSUBSCRIBE_MARK = "[[unsubscribe_url]]"
 CONFIRM_MARK = "[[confirm_url]]"
+#: Per-recipient: the name of the topic through which the message reached them (the footer says why).
+TOPIC_MARK = "[[topic_name]]"
+#: A correction's subject or title starts with this, per locale.
+CORRECTION_PREFIX = {"id": "Ralat", "en": "Correction"}
 
 TZ_ABBREVIATION = {
     "Asia/Jakarta": "WIB",
@@ -62,7 +69,7 @@ DAYS = {
 }
 
 
-class RenderError(ValueError):
+class RenderError(InvalidInput):
     """A template that cannot be rendered; nothing is sent."""
 
 
@@ -83,9 +90,13 @@ class Renderer:
             loader=FileSystemLoader(str(self.root)),
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-            trim_blocks=True,
+            # Not trim_blocks: it also eats the line break after a tag that ends a line of text, which
+            # glued "per hari." to "Protokol kesehatan:" and URLs to the next word. A line holding only
+            # tags is dropped whole by ``_drop_tag_lines`` instead.
+            trim_blocks=False,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+            extensions=[_TagLines],
         )
         self.env.filters.update(
             tanggal=_in_context(format_day),
@@ -93,6 +104,8 @@ class Renderer:
             jam=_in_context(format_hours),
             hari=pass_context(lambda ctx, key: day_name(key, ctx.get("locale", "id"))),
             zona=zone_name,
+            t=pass_context(lambda ctx, value: localized(value, ctx.get("locale", "id"))),
+            jadwal=pass_context(_schedule_filter),
         )
         self.env.globals["validity"] = validity
 
@@ -122,11 +135,19 @@ class Renderer:
             if html_template
             else html.escape(text, quote=False)
         )
-        unsubscribe = Markup(UNSUBSCRIBE_MARK) if context.get("unsubscribable", False) else ""
-        layout_ctx = {**ctx, "subject": subject, "unsubscribe_url": unsubscribe}
+        if context.get("correction"):
+            original = subject or (text.splitlines() or [""])[0][:120]
+            subject = f"{CORRECTION_PREFIX.get(locale, CORRECTION_PREFIX['id'])}: {original}"
+        unsubscribable = context.get("unsubscribable", False)
+        layout_ctx = {
+            **ctx,
+            "subject": subject,
+            "unsubscribe_url": Markup(UNSUBSCRIBE_MARK) if unsubscribable else "",
+            "subscribed_to": Markup(TOPIC_MARK) if unsubscribable else "",
+        }
         text = self._layout(channel, "txt", {**layout_ctx, "body": text}) or text
         page = self._layout(channel, "html", {**layout_ctx, "body": Markup(body_html)})
-        buttons = list(context.get("buttons", []))
+        buttons = [{**b, "text": localized(b["text"], locale)} for b in context.get("buttons", [])]
         return Rendered(text=text, html=page or body_html, subject=subject, buttons=buttons)
 
     def _pick(self, group: str, name: str, channel: str, locale: str, fmt: str) -> str | None:
@@ -167,6 +188,25 @@ def _in_context(fn: Any) -> Any:
         return fn(value, ctx.get("locale", "id"), ctx.get("tz", "Asia/Jakarta"))
 
     return filter_
+
+
+#: A line that holds nothing but block tags and comments (and the blanks around them).
+_TAG_LINE = re.compile(r"^[ \t]*(?:(?:\{%(?:(?!%\}).)*%\}|\{#(?:(?!#\}).)*#\})[ \t]*)+\n", re.MULTILINE)
+
+
+def _drop_tag_lines(source: str) -> str:
+    """Remove the line break of lines that hold only tags, so that structure leaves no blank lines.
+
+    A tag that ends a line of text keeps that line's break: ``...per hari.{% endif %}`` stays a line.
+    """
+    return _TAG_LINE.sub(lambda m: m.group(0).strip(" \t\n"), source)
+
+
+class _TagLines(Extension):
+    """Jinja2 extension applying ``_drop_tag_lines`` to every template source."""
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        return _drop_tag_lines(source)
 
 
 def _tidy(text: str) -> str:
@@ -241,6 +281,60 @@ def format_hours(value: str, locale: str = "id", tz: str = "Asia/Jakarta") -> st
 
 def day_name(key: str, locale: str = "id") -> str:
     return DAYS.get(locale, DAYS["id"]).get(key.lower(), key)
+
+
+#: Days in week order, and the Indonesian names staff may write instead of the English keys.
+WEEK = tuple(DAYS["en"])
+DAY_KEYS = {**{d: d for d in WEEK}, **{v.lower(): k for k, v in DAYS["id"].items()}}
+
+
+def schedule(
+    hours: dict[str, str], locale: str = "id", tz: str = "Asia/Jakarta", *, plain: bool = False
+) -> list[tuple[str, str]]:
+    """Rows of (days, hours) in week order; consecutive days with the same hours share one row.
+
+    ``{"monday": "08:00-11:00", ..., "thursday": "08:00-11:00", "friday": "08:00-10:00"}`` gives
+    ``[("Senin–Kamis", "08.00–11.00 WIB"), ("Jumat", "08.00–10.00 WIB")]``. ``plain`` is for SMS: a
+    hyphen instead of the dash (GSM-7 has no dash) and no zone (the template names it once).
+    """
+    dash = "-" if plain else "–"
+    days = sorted(((WEEK.index(DAY_KEYS[k.lower()]), v) for k, v in hours.items()), key=lambda x: x[0])
+    runs: list[list[Any]] = []  # [first index, last index, span]
+    for index, span in days:
+        if runs and runs[-1][1] == index - 1 and runs[-1][2] == span:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index, span])
+    rows = []
+    for first, last, span in runs:
+        label = day_name(WEEK[first], locale)
+        if last != first:
+            label += dash + day_name(WEEK[last], locale)
+        clock = format_hours(span, locale, tz)
+        if plain:
+            clock = clock.rsplit(" ", 1)[0].replace("–", "-")
+        rows.append((label, clock))
+    return rows
+
+
+@pass_context
+def _schedule_filter(ctx: Any, hours: dict[str, str], plain: bool = False) -> list[tuple[str, str]]:
+    return schedule(hours, ctx.get("locale", "id"), ctx.get("tz", "Asia/Jakarta"), plain=plain)
+
+
+def localized(value: Any, locale: str) -> str:
+    """The text for ``locale`` of a value given per language (``{"id": ..., "en": ...}``) or as one text.
+
+    Announcements are rendered only in the languages all their texts are given in, so a missing
+    language here is a bug, and it is an error rather than Indonesian text in an English message.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        if locale not in value:
+            raise RenderError(f"no {locale!r} text for {next(iter(value.values()), '')!r}")
+        return str(value[locale])
+    return str(value)
 
 
 @lru_cache(maxsize=8)

@@ -19,7 +19,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from channels.base import ChannelSettingsError, load_channel_class
+from hub.errors import InvalidInput
+
 DEFAULT_FILE = "settings.toml"
+
+
+class SettingsError(InvalidInput):
+    """Settings that cannot be used; the message names each wrong key and what it expected."""
 
 
 class HubSection(BaseModel):
@@ -44,7 +51,9 @@ class RedisSection(BaseModel):
     url: str = ""
     embedded_fallback: bool = True
     embedded_path: str = ".hub-redis.db"
-    key_prefix: str = "hub"
+    #: Empty: a namespace derived from this installation's id (kept in the database), so two hubs on one
+    #: Redis never take each other's jobs. Set it only to give an installation a readable name.
+    key_prefix: str = ""
 
 
 class QueueSection(BaseModel):
@@ -53,7 +62,10 @@ class QueueSection(BaseModel):
     urgent_jobs: int = 10
     bulk_jobs: int = 10
     lease_seconds: float = 60.0
+    #: Attempts a recipient's own trouble may spend; a provider's "retry after" or outage spends none.
     max_attempts: int = 8
+    #: Retries stop this long after the message's send time (or at its valid-until, if sooner).
+    retry_horizon_seconds: float = 86400.0
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 3600.0
     reconcile_every_seconds: int = 10
@@ -107,6 +119,24 @@ class Settings(BaseSettings):
     def enabled_channels(self) -> dict[str, dict[str, Any]]:
         return {name: conf for name, conf in self.channels.items() if _truthy(conf.get("enabled", False))}
 
+    def check_channels(self) -> None:
+        """Validate every enabled channel's table through its adapter's settings model, at start.
+
+        Raises ``SettingsError`` (a ``HubError``) naming each wrong key, e.g.
+        ``channels.email.port: Input should be a valid integer (got 'x')``. The models live with the
+        adapters (``channels/``); the hub only finds them by channel name.
+        """
+        errors = []
+        for name, conf in self.enabled_channels().items():
+            try:
+                load_channel_class(name).validate_settings(conf)
+            except ChannelSettingsError as exc:
+                errors.append(str(exc))
+            except ValueError as exc:  # no adapter of that name
+                errors.append(f"channels.{name}: {exc}")
+        if errors:
+            raise SettingsError("; ".join(errors))
+
 
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
@@ -140,6 +170,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise FileNotFoundError(f"settings file {path} does not exist")
         _override_path = path
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     finally:
         _override_path = previous
+    settings.check_channels()
+    return settings

@@ -11,16 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.base import InvalidAddress
-from hub import outbox, signing
+from hub import delivery, signing
 from hub.clock import utcnow
 from hub.context import Hub
+from hub.errors import InvalidInput
 from hub.store.models import Endpoint, Message, MessageTopic, Office, Subscriber, Subscription, Topic
 
 
-class SubscriptionError(ValueError):
+class SubscriptionError(InvalidInput):
     """Bad subscription input; the message names what is wrong."""
 
 
@@ -62,19 +64,40 @@ async def endpoint_for(
     A deactivated endpoint (a blocked bot, a bounced mailbox) comes back to life only when its owner asks
     again (``reactivate``), never by itself.
     """
-    endpoint = await session.scalar(
-        select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address)
-    )
+    endpoint = await _endpoint(session, channel, address)
     if endpoint is None:
+        # Two first messages from one new citizen may arrive at once: the endpoint is inserted "on
+        # conflict do nothing", and the request that loses the race uses the winner's endpoint.
         subscriber = Subscriber(locale=locale)
         session.add(subscriber)
         await session.flush()
-        endpoint = Endpoint(subscriber_id=subscriber.id, channel=channel, address=address, kind=kind)
-        session.add(endpoint)
-        await session.flush()
+        new_id = await session.scalar(
+            _insert(session, Endpoint)
+            .values(subscriber_id=subscriber.id, channel=channel, address=address, kind=kind, active=True)
+            .on_conflict_do_nothing(index_elements=["channel", "address"])
+            .returning(Endpoint.id)
+        )
+        if new_id is None:
+            await session.delete(subscriber)
+        endpoint = await _endpoint(session, channel, address)
+        assert endpoint is not None
     elif reactivate and not endpoint.active:
         endpoint.active, endpoint.deactivated_reason = True, None
     return endpoint
+
+
+async def _endpoint(session: AsyncSession, channel: str, address: str) -> Endpoint | None:
+    return await session.scalar(
+        select(Endpoint)
+        .where(Endpoint.channel == channel, Endpoint.address == address)
+        .execution_options(populate_existing=True)
+    )
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    """A dialect ``INSERT`` that knows ``on_conflict_do_nothing``."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 async def subscribe(
@@ -111,14 +134,20 @@ async def subscribe(
 
 
 async def set_state(session: AsyncSession, topic_id: int, endpoint_id: int, wanted: str) -> Subscription:
-    subscription = await session.scalar(
-        select(Subscription).where(Subscription.topic_id == topic_id, Subscription.endpoint_id == endpoint_id)
-    )
     now = utcnow()
-    if subscription is None:
-        subscription = Subscription(topic_id=topic_id, endpoint_id=endpoint_id, state=wanted, updated_at=now)
-        session.add(subscription)
-    elif subscription.state != "confirmed" or wanted == "confirmed":
+    created = await session.scalar(
+        _insert(session, Subscription)
+        .values(topic_id=topic_id, endpoint_id=endpoint_id, state=wanted, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["topic_id", "endpoint_id"])
+        .returning(Subscription.id)
+    )
+    subscription = await session.scalar(
+        select(Subscription)
+        .where(Subscription.topic_id == topic_id, Subscription.endpoint_id == endpoint_id)
+        .execution_options(populate_existing=True)
+    )
+    assert subscription is not None
+    if created is None and (subscription.state != "confirmed" or wanted == "confirmed"):
         subscription.state, subscription.updated_at = wanted, now
     await session.flush()
     return subscription
@@ -134,7 +163,7 @@ async def _ask_confirmation(
     locale: str,
 ) -> int:
     office_ctx = {"id": office.id, "name": office.name, "timezone": office.timezone} if office else {}
-    draft = outbox.Draft(
+    draft = delivery.Draft(
         kind="confirmation",
         lane="urgent",
         group="system",
@@ -149,8 +178,8 @@ async def _ask_confirmation(
         endpoint_ids=endpoint_ids,
         renditions=[(channel, loc) for loc in hub.settings.hub.locales],
     )
-    message = await outbox.create_message(hub, draft)
-    await hub.queue.plan(message.id, "urgent")
+    message = await delivery.create_message(hub, draft)
+    await hub.queue.plan_soon(message.id, "urgent")
     return message.id
 
 
@@ -173,10 +202,21 @@ async def confirm(hub: Hub, token: str) -> int:
 
 
 async def unsubscribe_link(hub: Hub, token: str) -> int:
-    """One-click unsubscribe: leave every topic the message was sent for, at once."""
-    endpoint_id, message_id = _read(hub, "unsubscribe", token)
+    """One-click unsubscribe: leave the topic through which the message reached this endpoint.
+
+    A link names that topic (recorded on the delivery at fan-out): unsubscribing from a province-wide
+    broadcast leaves the one topic it came through, not the citizen's other topics of their own office.
+    Links made before topics were recorded name none and leave every topic the message was sent for.
+    """
+    try:
+        values = [int(v) for v in signing.verify(hub.secret, "unsubscribe", token)]
+    except (signing.BadToken, ValueError):
+        raise SubscriptionError("this link is not valid") from None
+    if len(values) not in (2, 3):
+        raise SubscriptionError("this link is not valid")
+    endpoint_id, message_id = values[0], values[1]
     async with hub.db.transaction() as session:
-        topic_ids = await _message_topics(session, message_id)
+        topic_ids = values[2:] or await _message_topics(session, message_id)
         return await unsubscribe_endpoint(session, endpoint_id, topic_ids)
 
 
@@ -229,52 +269,112 @@ def _read(hub: Hub, purpose: str, token: str) -> tuple[int, int]:
 async def import_csv(
     hub: Hub, text: str, topic_slug: str, channel: str = "email", *, confirmed: bool = False
 ) -> dict[str, int]:
-    """Import addresses (column ``email`` or ``address``, optional ``locale``); all rows or none.
+    """Import addresses (column ``email``, ``address`` or ``phone``, optional ``locale``); all rows or none.
 
-    Unconfirmed imports get one confirmation message with a personal link each.
+    Every bad row is reported with its line number (``ImportRejected``) and then nothing is imported.
+    Unconfirmed imports get one confirmation message with a personal link each. Kinds come from the
+    adapter: a Telegram chat id below zero is a group, not a person.
     """
-    reader = csv.DictReader(io.StringIO(text))
-    column = next((c for c in ("address", "email", "phone") if c in (reader.fieldnames or [])), None)
-    if column is None:
-        raise SubscriptionError("the CSV needs a header row with an 'email' or 'address' column")
-    rows: list[tuple[str, str]] = []
-    for line, row in enumerate(reader, start=2):
-        raw = (row.get(column) or "").strip()
-        if not raw:
-            raise SubscriptionError(f"line {line}: empty {column}")
-        try:
-            address = hub.channel(channel).normalize_address(raw)
-        except (InvalidAddress, ValueError) as exc:
-            raise SubscriptionError(f"line {line}: {exc}") from None
-        locale = (row.get("locale") or hub.settings.hub.default_locale).strip()
-        if locale not in hub.settings.hub.locales:
-            raise SubscriptionError(
-                f"line {line}: locale {locale!r} is not one of {hub.settings.hub.locales}"
-            )
-        rows.append((address, locale))
+    adapter = hub.channel(channel)
+    rows, problems = _read_rows(hub, adapter, text)
+    if problems:
+        raise ImportRejected(problems)
     counts = {"rows": len(rows), "new": 0, "already_confirmed": 0}
     pending_by_locale: dict[str, list[int]] = {}
-    async with hub.db.transaction() as session:
+    async with hub.db.session() as session:
         topic = await topic_by_slug(session, topic_slug)
         office = await session.get(Office, topic.office_id)
-        for address, locale in rows:
-            endpoint = await endpoint_for(session, channel, address, locale=locale)
-            before = await session.scalar(
-                select(Subscription.state).where(
-                    Subscription.topic_id == topic.id, Subscription.endpoint_id == endpoint.id
-                )
-            )
-            subscription = await set_state(
-                session, topic.id, endpoint.id, "confirmed" if confirmed else "pending"
-            )
-            counts["new"] += before is None
-            counts["already_confirmed"] += before == "confirmed"
-            if subscription.state == "pending":
-                pending_by_locale.setdefault(locale, []).append(endpoint.id)
         topic_id, topic_name = topic.id, topic.name
+    # Short transactions (IMPORT_CHUNK rows each): on SQLite a writer holds the one write lock, and a
+    # broadcast's outcomes must never wait behind a long import (docs/design.md, "Crashes"). Every row
+    # was checked above, so a bad row still imports nothing; a re-run after a crash changes nothing twice.
+    for start in range(0, len(rows), IMPORT_CHUNK):
+        async with hub.db.transaction() as session:
+            counts_chunk = await _import_rows(
+                session,
+                adapter,
+                channel,
+                topic_id,
+                rows[start : start + IMPORT_CHUNK],
+                confirmed,
+                pending_by_locale,
+            )
+        for key, value in counts_chunk.items():
+            counts[key] += value
     for locale, endpoint_ids in pending_by_locale.items():
         await _ask_confirmation(hub, office, topic_id, topic_name, endpoint_ids, channel, locale)
     return counts
+
+
+#: Rows written per transaction by ``import_csv``.
+IMPORT_CHUNK = 500
+
+
+async def _import_rows(
+    session: Any,
+    adapter: Any,
+    channel: str,
+    topic_id: int,
+    rows: list[tuple[str, str]],
+    confirmed: bool,
+    pending_by_locale: dict[str, list[int]],
+) -> dict[str, int]:
+    """Subscribe one chunk of checked rows; ``pending_by_locale`` collects who still has to confirm."""
+    counts = {"new": 0, "already_confirmed": 0}
+    for address, locale in rows:
+        kind = adapter.address_kind(address)
+        endpoint = await endpoint_for(session, channel, address, kind=kind, locale=locale)
+        before = await session.scalar(
+            select(Subscription.state).where(
+                Subscription.topic_id == topic_id, Subscription.endpoint_id == endpoint.id
+            )
+        )
+        subscription = await set_state(
+            session, topic_id, endpoint.id, "confirmed" if confirmed else "pending"
+        )
+        counts["new"] += before is None
+        counts["already_confirmed"] += before == "confirmed"
+        if subscription.state == "pending":
+            pending_by_locale.setdefault(locale, []).append(endpoint.id)
+    return counts
+
+
+class ImportRejected(SubscriptionError):
+    """A CSV with bad rows; ``problems`` holds one ``line N: what`` per bad row, and nothing was imported."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        head = "1 bad row" if len(problems) == 1 else f"{len(problems)} bad rows"
+        super().__init__(f"{head}, nothing imported:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _read_rows(hub: Hub, adapter: Any, text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Every row normalised, or the list of what is wrong with which line."""
+    reader = csv.DictReader(io.StringIO(text))
+    column = next((c for c in ("address", "email", "phone") if c in (reader.fieldnames or [])), None)
+    if column is None:
+        raise SubscriptionError("the CSV needs a header row with an 'email', 'address' or 'phone' column")
+    rows: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for row in reader:
+        line = reader.line_num
+        raw = (row.get(column) or "").strip()
+        locale = (row.get("locale") or hub.settings.hub.default_locale).strip()
+        if not raw:
+            problems.append(f"line {line}: empty {column}")
+            continue
+        try:
+            address = adapter.normalize_address(raw)
+        except (InvalidAddress, ValueError) as exc:
+            problems.append(f"line {line}: {exc}")
+            continue
+        if locale not in hub.settings.hub.locales:
+            problems.append(
+                f"line {line}: locale {locale!r} is not one of {', '.join(hub.settings.hub.locales)}"
+            )
+            continue
+        rows.append((address, locale))
+    return rows, problems
 
 
 async def erase(hub: Hub, channel: str, address: str) -> bool:

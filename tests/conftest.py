@@ -50,6 +50,8 @@ class Mailbox:
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
     #: Seconds the server takes per message, so a broadcast is still draining when a test strikes.
     delay: float = 0.0
+    #: While set (e.g. ``"421 4.3.2 Service not available"``), every MAIL FROM gets this reply: an outage.
+    outage: str | None = None
 
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"].strip("<>") == address]
@@ -58,6 +60,13 @@ class Mailbox:
 class _Handler:
     def __init__(self, box: Mailbox) -> None:
         self.box = box
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.box.outage:
+            return self.box.outage
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address in self.box.refuse:

@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from channels.base import (
+    Capabilities,
     Channel,
     Content,
     Inbound,
@@ -56,7 +57,9 @@ from channels.base import (
     WebhookRejected,
     WebhookRequest,
     WebhookResponse,
+    outcome_of_error,
 )
+from channels.sms.config import SmsSettings
 from channels.sms.drivers import AmbiguousRetry, Failover, Gateway, build_gateway
 from channels.sms.numbers import mask_msisdn, normalize_msisdn
 from channels.sms.segments import TooManySegments, analyze, check_segments, transliterate
@@ -94,13 +97,25 @@ DLR_STATUS = {1: "delivered", 2: "failed", 16: "failed"}
 WEBHOOK_PATH = "/v1/channels/sms/webhook"
 
 
+def circuit_key(gateway: Gateway) -> str:
+    """The pacer key whose pause is a gateway's open circuit, shared by every worker through Redis."""
+    return f"{gateway.rate_key}:circuit"
+
+
 class SmsChannel(Channel):
     """SMS through one or more gateways, chosen by weight, with failover and circuit breakers."""
 
     name: ClassVar[str] = "sms"
-    batch_size: ClassVar[int] = 100
-    command_prefix: ClassVar[str] = ""
-    bare_stop_leaves_all: ClassVar[bool] = True
+    settings_model = SmsSettings
+    # Keywords have no prefix; a bare STOP leaves every topic (the SMS convention). Inbound SMS and
+    # delivery reports arrive by webhook.
+    capabilities = Capabilities(
+        webhooks=True,
+        command_prefix="",
+        bare_stop_leaves_all=True,
+        batch_size=100,
+        costs=("segments", "encoding"),
+    )
 
     def __init__(
         self,
@@ -133,29 +148,20 @@ class SmsChannel(Channel):
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], *, public_url: str) -> SmsChannel:
-        known = {
-            "enabled", "sender", "number", "max_segments", "transliterate", "gateways", "dlr_secret",
-            "mo_secret", "concurrency", "failure_threshold", "cooloff_seconds", "mo_per_minute",
-        }  # fmt: skip
-        unknown = set(settings) - known
-        if unknown:
-            raise ValueError(f"channels.sms: unknown settings {sorted(unknown)}")
-        sender = str(settings.get("sender", ""))
-        confs = settings.get("gateways") or []
-        if not confs:
-            raise ValueError("channels.sms: at least one [[channels.sms.gateways]] table is required")
-        gateways = [build_gateway(conf, index=i, sender=sender) for i, conf in enumerate(confs)]
+        conf = cls.validate_settings(settings)
+        assert isinstance(conf, SmsSettings)
+        gateways = [build_gateway(g, index=i, sender=conf.sender) for i, g in enumerate(conf.gateways)]
         return cls(
             gateways,
             public_url=public_url,
-            dlr_secret=str(settings.get("dlr_secret", "")),
-            mo_secret=str(settings.get("mo_secret", "")),
-            max_segments=int(settings.get("max_segments", 6)),
-            transliterate=bool(settings.get("transliterate", False)),
-            concurrency=int(settings.get("concurrency", 16)),
-            failure_threshold=int(settings.get("failure_threshold", 5)),
-            cooloff_seconds=float(settings.get("cooloff_seconds", 30.0)),
-            mo_per_minute=int(settings.get("mo_per_minute", 10)),
+            dlr_secret=conf.dlr_secret,
+            mo_secret=conf.mo_secret,
+            max_segments=conf.max_segments,
+            transliterate=conf.transliterate,
+            concurrency=conf.concurrency,
+            failure_threshold=conf.failure_threshold,
+            cooloff_seconds=conf.cooloff_seconds,
+            mo_per_minute=conf.mo_per_minute,
         )
 
     async def open(self) -> None:
@@ -181,7 +187,13 @@ class SmsChannel(Channel):
 
     def describe(self, content: Content) -> dict[str, Any]:
         info = analyze(self.prepare_text(content.text))
-        return {"encoding": info.encoding, "segments": info.segments, "characters": info.characters}
+        # max_segments: the hub refuses a longer text at preview and publish, before anything is stored.
+        return {
+            "encoding": info.encoding,
+            "segments": info.segments,
+            "max_segments": self.max_segments,
+            "characters": info.characters,
+        }
 
     # ----------------------------------------------------------------------------------------------------
     # Delivery-report tokens
@@ -212,8 +224,7 @@ class SmsChannel(Channel):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # one recipient's surprise must not sink the batch
-                    log.exception("sms: unexpected error sending delivery %s", item.delivery_id)
-                    return item.delivery_id, RetryLater(f"unexpected error: {type(exc).__name__}: {exc}")
+                    return item.delivery_id, outcome_of_error(self.name, item, exc)
 
         tasks = [asyncio.ensure_future(run(item)) for item in items]
         try:
@@ -240,12 +251,23 @@ class SmsChannel(Channel):
         dlr_url = self.dlr_url(item.delivery_id)
 
         last: RetryLater | None = None
+        cooling: list[float] = []
         for gateway in self.failover.attempts():
+            shared = await pacer.paused_for(circuit_key(gateway))
+            if shared > 0:  # another worker found this gateway down: its circuit is open for everyone
+                self.failover.breakers[gateway.name].hold(shared)
+                cooling.append(shared)
+                continue
             await pacer.wait([Rate(gateway.rate_key, gateway.rate_per_second)], lane=item.lane)
             outcome = await gateway.send(
                 to, text, coding=info.encoding, delivery_id=item.delivery_id, dlr_url=dlr_url
             )
-            self.failover.record(gateway, outcome)
+            if self.failover.record(gateway, outcome):
+                log.warning(
+                    "sms: gateway %s is failing; held for %.0fs by every worker",
+                    gateway.name, self.failover.breakers[gateway.name].cooloff,
+                )  # fmt: skip
+                await pacer.pause(circuit_key(gateway), self.failover.breakers[gateway.name].cooloff)
             if not isinstance(outcome, RetryLater):
                 return outcome
             log.warning(
@@ -256,13 +278,18 @@ class SmsChannel(Channel):
                 await pacer.pause(gateway.rate_key, outcome.delay)
             if isinstance(outcome, AmbiguousRetry):
                 # The gateway may have taken it: another gateway now could deliver it twice.
-                return RetryLater(outcome.reason, outcome.delay)
+                return RetryLater(outcome.reason, outcome.delay, provider=True)
             last = outcome
         if last is None:
+            wait = min([*cooling, self.failover.retry_in() or float("inf")])
             return RetryLater(
-                "every SMS gateway is cooling off after repeated failures", self.failover.retry_in() or None
+                "every SMS gateway is cooling off after repeated failures",
+                None if wait == float("inf") else wait,
+                provider=True,
             )
-        return RetryLater(f"no SMS gateway took the message; last error: {last.reason}", last.delay)
+        return RetryLater(
+            f"no SMS gateway took the message; last error: {last.reason}", last.delay, provider=True
+        )
 
     # ----------------------------------------------------------------------------------------------------
     # Webhooks: delivery reports and inbound SMS

@@ -87,8 +87,8 @@ def _transport_outcome(gateway: str, exc: httpx.HTTPError) -> RetryLater:
     if isinstance(
         exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.UnsupportedProtocol
     ):
-        return RetryLater(reason)
-    return AmbiguousRetry(reason)
+        return RetryLater(reason, provider=True)
+    return AmbiguousRetry(reason, provider=True)
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -165,11 +165,11 @@ class KannelGateway(Gateway):
             # "0: Accepted for delivery" or "3: Queued for later delivery": both mean Kannel owns it now.
             return Sent(None)
         if status == 503:
-            return RetryLater(f"{self.name}: {body or 'temporal failure'}")
+            return RetryLater(f"{self.name}: {body or 'temporal failure'}", provider=True)
         if "authorization failed" in body.lower():
             return Rejected(f"{self.name}: Kannel refused the sendsms credentials for user {self.username!r}")
         if status >= 500:
-            return RetryLater(f"{self.name}: HTTP {status}: {body[:200]}")
+            return RetryLater(f"{self.name}: HTTP {status}: {body[:200]}", provider=True)
         # 403 "Not routable. Do not try again.", 400 "Missing receiver number" and the like.
         return Rejected(f"{self.name}: HTTP {status}: {body[:200]}")
 
@@ -277,7 +277,7 @@ class HttpJsonGateway(Gateway):
             return Sent(provider_id)
         reason = f"{self.name}: HTTP {status}: {response.text.strip()[:200]}"
         if status in self.retry_statuses or (status >= 500 and status not in self.reject_statuses):
-            return RetryLater(reason, _retry_after(response.headers))
+            return RetryLater(reason, _retry_after(response.headers), provider=True)
         return Rejected(reason)
 
 
@@ -326,6 +326,11 @@ class CircuitBreaker:
         if self.state == "half-open":
             self.probe_started = self.clock()
         return True
+
+    def hold(self, seconds: float) -> None:
+        """Open for ``seconds`` from now: another worker found the gateway down (a shared circuit)."""
+        self.opened_at = self.clock() - self.cooloff + seconds
+        self.probe_started = None
 
     def record_success(self) -> None:
         self.failures = 0
@@ -382,12 +387,17 @@ class Failover:
             if self.breakers[chosen.name].acquire():
                 yield chosen
 
-    def record(self, gateway: Gateway, outcome: Outcome) -> None:
-        """Feed an outcome to the gateway's breaker: only "retry later" counts as the gateway failing."""
+    def record(self, gateway: Gateway, outcome: Outcome) -> bool:
+        """Feed an outcome to the gateway's breaker: only "retry later" counts as the gateway failing.
+
+        True when this outcome opened the circuit (the caller shares that with the other workers).
+        """
+        breaker = self.breakers[gateway.name]
         if isinstance(outcome, RetryLater):
-            self.breakers[gateway.name].record_failure()
-        else:
-            self.breakers[gateway.name].record_success()
+            breaker.record_failure()
+            return breaker.state == "open"
+        breaker.record_success()
+        return False
 
     def retry_in(self) -> float:
         """Seconds until the first gateway comes out of its cool-off."""
@@ -397,29 +407,13 @@ class Failover:
 # --------------------------------------------------------------------------------------------------------
 # Construction from settings
 
-_COMMON_KEYS = {"driver", "name", "weight", "rate_per_second", "timeout"}
-_DRIVER_KEYS: dict[str, set[str]] = {
-    "kannel": {"url", "username", "password", "sender", "smsc", "dlr_mask"},
-    "http": {"url", "body", "method", "headers", "id_path", "retry_statuses", "reject_statuses", "sender"},
-}
 _DRIVERS: dict[str, type[Gateway]] = {"kannel": KannelGateway, "http": HttpJsonGateway}
 
 
-def build_gateway(conf: Mapping[str, Any], *, index: int, sender: str = "") -> Gateway:
-    """One ``[[gateways]]`` table → a driver; unknown keys are errors so that typos do not go unnoticed."""
-    driver = conf.get("driver")
-    if driver not in _DRIVERS:
-        raise ValueError(
-            f"SMS gateway #{index + 1}: driver must be one of {sorted(_DRIVERS)}, got {driver!r}"
-        )
-    unknown = set(conf) - _COMMON_KEYS - _DRIVER_KEYS[driver]
-    if unknown:
-        raise ValueError(f"SMS gateway #{index + 1} ({driver}): unknown settings {sorted(unknown)}")
-    kwargs = {k: v for k, v in conf.items() if k not in {"driver", "name"}}
-    kwargs.setdefault("sender", sender)
-    kwargs.setdefault("rate_per_second", 10.0)
-    name = str(conf.get("name") or f"{driver}{index + 1}")
-    try:
-        return _DRIVERS[driver](name, **kwargs)
-    except TypeError as exc:
-        raise ValueError(f"SMS gateway {name!r} ({driver}): {exc}") from exc
+def build_gateway(conf: Any, *, index: int, sender: str = "") -> Gateway:
+    """One validated ``[[gateways]]`` table (``channels.sms.config``) → a driver."""
+    values = conf.model_dump(exclude={"driver", "name"})
+    if not values.get("sender"):
+        values["sender"] = sender
+    name = conf.name or f"{conf.driver}{index + 1}"
+    return _DRIVERS[conf.driver](name, **values)

@@ -1,7 +1,8 @@
 """Indonesian mobile numbers: one canonical E.164 form (``+628…``) for every way people write them.
 
-Citizens type ``0812-3456-7890``, ``+62 812 3456 7890`` or ``6281234567890``; the hub must store one form
-so that a subscriber is one endpoint, and gateways get a number they can route.
+Citizens type ``0812-3456-7890``, ``+62 812 3456 7890``, ``6281234567890`` or ``0062 812 3456 7890``;
+the hub must store one form so that a subscriber is one endpoint, and gateways get a number they can
+route.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def normalize_msisdn(raw: str) -> str:
         raise InvalidAddress(
             f"the phone number may contain only digits, spaces, dashes, dots and a leading +; {_HINT}"
         )
+    if compact.startswith("00"):
+        # "00" is the international call prefix dialled from Indonesia: 0062 812… is +62 812….
+        compact = "+" + compact[2:]
     if compact.startswith("62"):
         # Without the plus, "62…" is the country code; make that explicit rather than leave it to heuristics.
         compact = "+" + compact

@@ -5,26 +5,27 @@ OpenAPI lives at ``/docs``. Errors are JSON: ``{"error": "what is wrong"}``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from channels.base import WebhookRejected, WebhookRequest
-from hub import announcements, applicants, outbox, subscriptions
+from hub import announcements, applicants, delivery, subscriptions
+from hub.api import errors
 from hub.api.deps import AnyKey, HubDep, IntakeKey, StaffKey, idempotent
 from hub.context import Hub
+from hub.errors import InvalidInput
 from hub.inbound import handle_inbound
 from hub.privacy import mask
-from hub.regions import office_in_scope
-from hub.store.models import Announcement, Endpoint, Message, Subscription, Topic
-
-DOMAIN_ERRORS = (announcements.AnnouncementError, subscriptions.SubscriptionError, applicants.ApplicantError)
+from hub.queue import REDIS_DOWN
+from hub.regions import office_in_scope, offices_under
+from hub.store.models import Announcement, Endpoint, Office, Subscription, Topic
 
 
 def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> FastAPI:
@@ -38,6 +39,7 @@ def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> F
         from hub.settings import load_settings
 
         built = await build_hub(load_settings(settings_path))
+        built.role = "api"  # an API process never opens a worker-owned channel session
         app.state.hub = built
         try:
             yield
@@ -53,31 +55,9 @@ def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> F
     if hub is not None:  # also without a lifespan run (ASGI test transports)
         app.state.hub = hub
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if p != "body")
-        return JSONResponse(
-            {"error": f"{where}: {first['msg']}", "details": jsonable(exc.errors())}, status_code=422
-        )
-
-    for error in DOMAIN_ERRORS:
-        app.add_exception_handler(error, _domain_error)
-
+    errors.install(app)
     _routes(app)
     return app
-
-
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=422)
-
-
-def jsonable(errors: Any) -> Any:
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
 
 
 class AnnouncementBody(announcements.AnnouncementInput):
@@ -114,11 +94,21 @@ async def _announcement_scope(hub: Hub, key: Any, req: announcements.Announcemen
 
 def _routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["ops"])
-    async def health(hub: HubDep) -> dict[str, Any]:
-        async with hub.db.session() as session:
-            await session.execute(select(1))
-        redis_ok = bool(hub.redis and await hub.redis.ping())
-        return {"database": "ok", "redis": "ok" if redis_ok else "down", "channels": sorted(hub.channels)}
+    async def health(hub: HubDep) -> JSONResponse:
+        """``ok`` or ``down`` for the database and Redis: 200 when both answer, else 503."""
+        parts = {"database": await _database_ok(hub), "redis": await _redis_ok(hub)}
+        body = {
+            **{name: "ok" if ok else "down" for name, ok in parts.items()},
+            "channels": sorted(hub.channels),
+        }
+        if all(parts.values()):
+            return JSONResponse(body)
+        down = ", ".join(name for name, ok in parts.items() if not ok)
+        return JSONResponse(
+            {"error": f"down: {down}", **body},
+            status_code=503,
+            headers={"Retry-After": str(errors.RETRY_AFTER)},
+        )
 
     # -- announcements (staff) --------------------------------------------------------------------------
 
@@ -138,7 +128,7 @@ def _routes(app: FastAPI) -> None:
         await _announcement_scope(hub, key, body)
         req = announcements.AnnouncementInput(**body.model_dump(exclude={"action"}))
 
-        async def run() -> tuple[int, dict[str, Any]]:
+        async def run(within: Any) -> tuple[int, dict[str, Any]]:
             ann, message = await announcements.create(hub, req, publish=body.action == "publish")
             return 201, {"id": ann.id, "state": ann.state, "message_id": message.id if message else None}
 
@@ -154,34 +144,20 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/v1/announcements/{announcement_id}", tags=["announcements"])
     async def get_announcement(announcement_id: int, hub: HubDep, key: StaffKey) -> dict[str, Any]:
+        """The announcement as stored; times in the office's zone with their offset."""
         ann = await _own_announcement(hub, key, announcement_id)
-        async with hub.db.session() as session:
-            message_ids = list(
-                (
-                    await session.execute(
-                        select(Message.id).where(Message.announcement_id == announcement_id)
-                    )
-                ).scalars()
-            )
-        return {
-            "id": ann.id,
-            "office_id": ann.office_id,
-            "template": ann.template,
-            "data": ann.data,
-            "state": ann.state,
-            "targets": ann.targets,
-            "services": ann.services,
-            "valid_from": ann.valid_from,
-            "valid_until": ann.valid_until,
-            "publish_at": ann.publish_at,
-            "messages": message_ids,
-        }
+        return await announcements.read_back(hub, ann)
 
     @app.post("/v1/announcements/{announcement_id}/publish", tags=["announcements"])
     async def publish(announcement_id: int, hub: HubDep, key: StaffKey) -> dict[str, Any]:
         await _own_announcement(hub, key, announcement_id)
         message = await announcements.publish_announcement(hub, announcement_id)
-        return {"id": announcement_id, "message_id": message.id, "state": message.state}
+        return {
+            "id": announcement_id,
+            "message_id": message.id,
+            "state": message.state,
+            "send_at": await announcements.send_time(hub, message),
+        }
 
     @app.post("/v1/announcements/{announcement_id}/cancel", tags=["announcements"])
     async def cancel(announcement_id: int, hub: HubDep, key: StaffKey) -> dict[str, Any]:
@@ -202,7 +178,7 @@ def _routes(app: FastAPI) -> None:
     @app.get("/v1/messages/{message_id}", tags=["messages"])
     async def message_status(message_id: int, hub: HubDep, key: AnyKey) -> dict[str, Any]:
         """Counts per channel and delivery state."""
-        result = await outbox.status(hub, message_id)
+        result = await delivery.status(hub, message_id)
         if result is None:
             raise HTTPException(404, f"message {message_id} not found")
         if result["office_id"]:
@@ -211,16 +187,27 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/v1/subscribers", tags=["subscribers"])
     async def list_subscribers(
-        hub: HubDep, key: StaffKey, topic: str | None = None, after: int = 0, limit: int = 100
+        hub: HubDep,
+        key: StaffKey,
+        topic: str | None = None,
+        cursor: str | None = None,
+        after: int = 0,
+        limit: int = 100,
     ) -> dict[str, Any]:
-        """Subscriptions to this office's topics (and its subtree's), addresses masked."""
+        """Subscriptions to this office's topics (and its subtree's), addresses masked.
+
+        Keyset pages: pass ``next_cursor`` back as ``cursor`` until it is null; every row in scope comes
+        exactly once, however the rows of other offices are interleaved.
+        """
         limit = max(1, min(limit, 1000))
+        start = _cursor(cursor) if cursor else after
         async with hub.db.session() as session:
+            staff = await session.get(Office, key.office_id)
+            offices = await offices_under(session, staff.region_code) if staff else []
             query = (
                 select(
                     Subscription.id,
                     Topic.slug,
-                    Topic.office_id,
                     Subscription.state,
                     Endpoint.channel,
                     Endpoint.address,
@@ -228,30 +215,27 @@ def _routes(app: FastAPI) -> None:
                 )
                 .join(Topic, Topic.id == Subscription.topic_id)
                 .join(Endpoint, Endpoint.id == Subscription.endpoint_id)
-                .where(Subscription.id > after)
+                .where(Subscription.id > start, Topic.office_id.in_(offices))
                 .order_by(Subscription.id)
+                .limit(limit + 1)
             )
             if topic:
                 query = query.where(Topic.slug == topic)
-            out = []
-            scope: dict[str, bool] = {}
-            for row in (await session.execute(query.limit(limit * 4))).all():
-                if row.office_id not in scope:
-                    scope[row.office_id] = await office_in_scope(session, key.office_id, row.office_id)
-                if scope[row.office_id]:
-                    out.append(
-                        {
-                            "id": row.id,
-                            "topic": row.slug,
-                            "state": row.state,
-                            "channel": row.channel,
-                            "address": mask(row.address),
-                            "active": row.active,
-                        }
-                    )
-                if len(out) == limit:
-                    break
-        return {"items": out, "next_after": out[-1]["id"] if len(out) == limit else None}
+            rows = (await session.execute(query)).all()
+        more = len(rows) > limit
+        items = [
+            {
+                "id": row.id,
+                "topic": row.slug,
+                "state": row.state,
+                "channel": row.channel,
+                "address": _mask(hub, row.channel, row.address),
+                "active": row.active,
+            }
+            for row in rows[:limit]
+        ]
+        last = items[-1]["id"] if more else None
+        return {"items": items, "next_cursor": str(last) if more else None, "next_after": last}
 
     # -- applicants (intake systems) --------------------------------------------------------------------
 
@@ -264,8 +248,8 @@ def _routes(app: FastAPI) -> None:
     ) -> Response:
         """Open a case; returns the PIN and deep-link code to print on the applicant's receipt."""
 
-        async def run() -> tuple[int, dict[str, Any]]:
-            case = await applicants.open_case(hub, key.office_id, body)
+        def answer(facts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            case = facts["case"]
             links = {
                 name: link
                 for name, adapter in hub.channels.items()
@@ -278,7 +262,11 @@ def _routes(app: FastAPI) -> None:
                 "links": links,
             }
 
-        return await idempotent(hub, key, idempotency_key, body.model_dump(mode="json"), run)
+        async def run(within: applicants.Within | None) -> tuple[int, dict[str, Any]]:
+            case = await applicants.open_case(hub, key.office_id, body, within=within)
+            return answer({"case": case})
+
+        return await idempotent(hub, key, idempotency_key, body.model_dump(mode="json"), run, answer)
 
     @app.post("/v1/applicants/{reference}/updates", status_code=202, tags=["applicants"])
     async def case_update(
@@ -290,12 +278,15 @@ def _routes(app: FastAPI) -> None:
     ) -> Response:
         """Record a status change; it goes to every endpoint linked to the case on the urgent lane."""
 
-        async def run() -> tuple[int, dict[str, Any]]:
-            message_id = await applicants.post_update(hub, key.office_id, reference, body)
-            return 202, {"reference": reference, "status": body.status, "message_id": message_id}
+        def answer(facts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            return 202, {"reference": reference, "status": body.status, "message_id": facts["message_id"]}
+
+        async def run(within: applicants.Within | None) -> tuple[int, dict[str, Any]]:
+            message_id = await applicants.post_update(hub, key.office_id, reference, body, within=within)
+            return answer({"message_id": message_id})
 
         return await idempotent(
-            hub, key, idempotency_key, {"ref": reference, **body.model_dump(mode="json")}, run
+            hub, key, idempotency_key, {"ref": reference, **body.model_dump(mode="json")}, run, answer
         )
 
     # -- citizens: subscribe, confirm, unsubscribe --------------------------------------------------------
@@ -338,6 +329,10 @@ def _routes(app: FastAPI) -> None:
     async def webhook(channel: str, request: Request, hub: HubDep) -> Response:
         if channel not in hub.channels:
             raise HTTPException(404, f"channel {channel!r} is not enabled")
+        if not hub.channels[channel].capabilities.webhooks:
+            # Decided before opening anything: opening a Matrix adapter here would log in to the
+            # workers' device and take it over.
+            raise HTTPException(404, f"channel {channel!r} takes no webhooks")
         incoming = WebhookRequest(
             headers=dict(request.headers), query=dict(request.query_params), body=await request.body()
         )
@@ -359,6 +354,36 @@ def _routes(app: FastAPI) -> None:
                 select(Endpoint.channel, func.count()).where(Endpoint.active).group_by(Endpoint.channel)
             )
         return {"active_endpoints": dict(rows.all())}
+
+
+async def _database_ok(hub: Hub) -> bool:
+    try:
+        async with asyncio.timeout(3), hub.db.session() as session:
+            await session.execute(select(1))
+    except Exception:  # any failure means "down" here; the body says which part
+        return False
+    return True
+
+
+async def _redis_ok(hub: Hub) -> bool:
+    if hub.redis is None:
+        return False
+    try:
+        async with asyncio.timeout(3):
+            return bool(await hub.redis.ping())
+    except REDIS_DOWN:
+        return False
+
+
+def _cursor(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"cursor: {value!r} is not a cursor this API returned") from None
+
+
+def _mask(hub: Hub, channel: str, address: str) -> str:
+    return mask(address, hub.channels.get(channel))
 
 
 _TEXT = {

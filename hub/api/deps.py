@@ -11,7 +11,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.applicants import Within
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.keys import authenticate
@@ -57,20 +59,28 @@ IntakeKey = Annotated[ApiKey, Depends(role("intake"))]
 AnyKey = Annotated[ApiKey, Depends(api_key)]
 
 
+Answer = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+Run = Callable[[Within | None], Awaitable[tuple[int, dict[str, Any]]]]
+
+
 async def idempotent(
     hub: Hub,
     key: ApiKey,
     idempotency_key: str | None,
     body: Any,
-    run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+    run: Run,
+    answer: Answer | None = None,
 ) -> JSONResponse:
     """Run once per (API key, Idempotency-Key); a repeat gets the first answer, a changed body a 422.
 
     A placeholder row is claimed before the work starts, so two concurrent requests with one key cannot
-    both run: the second gets 409 until the first has answered.
+    both run: the second gets 409 until the first has answered. When the work takes ``within`` (given
+    with ``answer``, which turns what it stored into the response), the answer is written in the work's
+    own transaction: the request either completes with its record or leaves nothing behind, and a retry
+    with the same key can never do the work twice.
     """
     if not idempotency_key:
-        status, payload = await run()
+        status, payload = await run(None)
         return JSONResponse(payload, status_code=status)
     if len(idempotency_key) > 200:
         raise HTTPException(422, "Idempotency-Key is longer than 200 characters")
@@ -100,14 +110,25 @@ async def idempotent(
         return JSONResponse(
             seen.response, status_code=seen.status_code, headers={"Idempotent-Replayed": "true"}
         )
+
+    async def within(work_session: AsyncSession, facts: dict[str, Any]) -> None:
+        assert answer is not None
+        status, payload = answer(facts)
+        await work_session.execute(
+            update(IdempotentRequest).where(*where).values(status_code=status, response=payload)
+        )
+
     try:
-        status, payload = await run()
+        status, payload = await run(within if answer is not None else None)
     except BaseException:
-        async with hub.db.transaction() as session:  # nothing was done: the key may be used again
-            await session.execute(delete(IdempotentRequest).where(*where))
+        # Only a placeholder is released: an answer written with the work means the work committed.
+        async with hub.db.transaction() as session:
+            await session.execute(delete(IdempotentRequest).where(*where, IdempotentRequest.status_code == 0))
         raise
     async with hub.db.transaction() as session:
         await session.execute(
-            update(IdempotentRequest).where(*where).values(status_code=status, response=payload)
+            update(IdempotentRequest)
+            .where(*where, IdempotentRequest.status_code == 0)
+            .values(status_code=status, response=payload)
         )
     return JSONResponse(payload, status_code=status)

@@ -6,7 +6,7 @@ only what it claimed), ``record`` (outcomes, only under the claim), ``reconcile`
 Redis lost), ``status`` (what became of a message, cancel), ``jobs`` (the arq worker).
 """
 
-from hub.delivery.claim import Claimed, claim, release, renew_lease
+from hub.delivery.claim import Claimed, claim, finish, release, renew_lease
 from hub.delivery.jobs import JOB_TIMEOUT, build_workers, drain, plan_message, run_workers, send_batch
 from hub.delivery.messages import Draft, create_message, link, render_all
 from hub.delivery.plan import PlannedChunk, plan_chunk
@@ -32,6 +32,7 @@ __all__ = [
     "create_message",
     "drain",
     "due_for_requeue",
+    "finish",
     "link",
     "messages_to_plan",
     "plan_chunk",

@@ -1,28 +1,41 @@
-"""Claims: a worker sends only what it claimed; a second run of the same job finds nothing to claim."""
+"""Claims: a worker sends only what it claimed; a second run of the same job finds nothing to claim.
+
+A claim is one row in ``claims`` holding the lease; its delivery rows point at it by token. Renewing
+the lease writes that one row and never a delivery row, so renewal cannot contend with outcome recording
+(docs/design.md, "Claims and leases"). Every statement that locks several delivery rows takes them in id
+order or skips rows others hold (``SKIP LOCKED``), so no two of them can deadlock.
+"""
 
 from __future__ import annotations
 
+import html
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 
 from channels.base import Button, Content, Outbound
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.delivery.messages import link
+from hub.delivery.order import hold_back, release_held, requeue_held
 from hub.delivery.states import PENDING, deliveries
-from hub.render import CONFIRM_MARK, UNSUBSCRIBE_MARK
+from hub.render import CONFIRM_MARK, TOPIC_MARK, UNSUBSCRIBE_MARK
 from hub.store.models import (
+    Claim,
     Delivery,
     Endpoint,
     Message,
+    Office,
     Rendering,
     Subscriber,
+    Topic,
 )
+
+claims = Claim.__table__
 
 
 @dataclass(frozen=True)
@@ -30,59 +43,81 @@ class Claimed:
     token: str
     items: list[Outbound]
     skipped: int
+    #: Attempts each delivery had spent before this claim.
     attempts: dict[int, int]
+    #: The message of each claimed delivery (cancel is checked per message).
+    messages: dict[int, int] = field(default_factory=dict)
+    #: When retrying a delivery stops: its message's valid-until, or send time + ``retry_horizon_seconds``.
+    deadlines: dict[int, datetime] = field(default_factory=dict)
+
+
+def live_claim(now: datetime) -> Any:
+    """The delivery row's claim still holds its lease."""
+    return exists().where(claims.c.token == deliveries.c.claim, claims.c.lease_until >= now)
 
 
 async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
     token = uuid.uuid4().hex
     now = utcnow()
-    lease = now + timedelta(seconds=hub.settings.queue.lease_seconds)
+    q = hub.settings.queue
+    lease = now + timedelta(seconds=q.lease_seconds)
     # ``state || ''`` keeps SQLite on the primary key: left to itself it reads the state index for the OR,
     # which visits every queued row of every broadcast (12 ms instead of 0.3 ms per batch at 100k).
     state = deliveries.c.state.op("||")("")
+    claimable = (
+        select(deliveries.c.id)
+        .where(
+            deliveries.c.id.in_(list(delivery_ids)),
+            or_(
+                and_(state.in_(PENDING), deliveries.c.next_attempt_at <= now),
+                and_(state == "sending", ~live_claim(now)),
+            ),
+        )
+        .order_by(deliveries.c.id)
+        # PostgreSQL: rows another transaction holds are someone else's business right now; never wait
+        # for them (waiting is how lock cycles start). SQLite renders nothing here: it has one writer.
+        .with_for_update(skip_locked=True)
+    )
     async with hub.db.transaction() as session:
-        claimed = (
+        await session.execute(
+            claims.insert().values(token=token, lease_until=lease, requeued=False, created_at=now)
+        )
+        taken = (
             await session.execute(
                 update(deliveries)
-                .where(
-                    deliveries.c.id.in_(list(delivery_ids)),
-                    or_(
-                        and_(state.in_(PENDING), deliveries.c.next_attempt_at <= now),
-                        and_(state == "sending", deliveries.c.lease_until < now),
-                    ),
-                )
-                .values(
-                    state="sending",
-                    claim=token,
-                    lease_until=lease,
-                    attempts=deliveries.c.attempts + 1,
-                    updated_at=now,
-                )
+                .where(deliveries.c.id.in_(claimable))
+                .values(state="sending", claim=token, lease_until=None, updated_at=now)
                 .returning(deliveries.c.id, deliveries.c.attempts)
             )
         ).all()
-        attempts = {row[0]: row[1] for row in claimed}
+        attempts = {row.id: row.attempts for row in taken}
         if not attempts:
+            await session.execute(delete(claims).where(claims.c.token == token))
             return Claimed(token, [], 0, {})
         rows = (
             await session.execute(
                 select(
-                    Delivery.id,
+                    Delivery.id.label("delivery_id"),
                     Delivery.message_id,
                     Delivery.lane,
                     Delivery.channel,
-                    Endpoint.id,
+                    Endpoint.id.label("endpoint_id"),
                     Endpoint.address,
-                    Endpoint.kind,
-                    Endpoint.active,
+                    Endpoint.kind.label("endpoint_kind"),
+                    Endpoint.active.label("endpoint_active"),
                     Subscriber.locale,
-                    Message.state,
+                    Message.state.label("message_state"),
                     Message.not_after,
-                    Message.kind,
+                    Message.send_at,
+                    Message.kind.label("message_kind"),
+                    Delivery.topic_id,
+                    func.coalesce(Topic.name, Office.name, "").label("topic_name"),
                 )
                 .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
                 .join(Subscriber, Subscriber.id == Endpoint.subscriber_id)
                 .join(Message, Message.id == Delivery.message_id)
+                .outerjoin(Topic, Topic.id == Delivery.topic_id)
+                .outerjoin(Office, Office.id == Message.office_id)
                 .where(Delivery.id.in_(list(attempts)))
                 .order_by(Delivery.id)
             )
@@ -91,49 +126,69 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
         live = []
         for row in rows:
             reason = None
-            if row[9] == "cancelled":
+            if row.message_state == "cancelled":
                 reason = "message cancelled"
-            elif row[10] is not None and row[10] <= now:
+            elif row.not_after is not None and row.not_after <= now:
                 reason = "message expired (valid-until passed)"
-            elif not row[7]:
+            elif not row.endpoint_active:
                 reason = "endpoint inactive"
             if reason:
-                skip[row[0]] = reason
+                skip[row.delivery_id] = reason
             else:
                 live.append(row)
         for reason in set(skip.values()):
-            ids = [i for i, r in skip.items() if r == reason]
+            ids = sorted(i for i, r in skip.items() if r == reason)
             await session.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(ids))
-                .values(state="skipped", error=reason, lease_until=None, updated_at=now)
+                .values(state="skipped", error=reason, updated_at=now)
             )
-        contents = await _contents(session, {(r[1], r[3], r[8]) for r in live})
+        # Replies to one chat go out in order: one whose predecessor is unsent waits (hub.delivery.order).
+        replies = [(r.delivery_id, r.message_id, r.endpoint_id) for r in live if r.message_kind == "reply"]
+        held = await hold_back(session, replies, now)
+        if held:
+            await release_held(session, held, now)
+            live = [r for r in live if r.delivery_id not in held]
+        contents = await _contents(session, {(r.message_id, r.channel, r.locale) for r in live})
+    if held:
+        await requeue_held(hub, held, {r.delivery_id: (r.lane, r.channel) for r in rows})
     items = []
+    horizon = timedelta(seconds=q.retry_horizon_seconds)
+    deadlines: dict[int, datetime] = {}
     for r in live:
-        content = contents.get((r[1], r[3], r[8])) or contents.get(
-            (r[1], r[3], hub.settings.hub.default_locale)
+        deadline = r.send_at + horizon
+        deadlines[r.delivery_id] = min(deadline, r.not_after) if r.not_after is not None else deadline
+        content = contents.get((r.message_id, r.channel, r.locale)) or contents.get(
+            (r.message_id, r.channel, hub.settings.hub.default_locale)
         )
         if content is None:
-            content = next(c for (m, ch, _), c in contents.items() if m == r[1] and ch == r[3])
+            content = next(c for (m, ch, _), c in contents.items() if m == r.message_id and ch == r.channel)
         unsubscribe = None
-        if r[11] in ("announcement", "correction"):
-            unsubscribe = link(hub, "unsubscribe", r[4], r[1])
-        merge = {UNSUBSCRIBE_MARK: unsubscribe or ""}
-        if r[11] == "confirmation":
-            merge[CONFIRM_MARK] = link(hub, "confirm", r[4], r[1])
+        if r.message_kind in ("announcement", "correction"):
+            unsubscribe = link(hub, "unsubscribe", r.endpoint_id, r.message_id, r.topic_id)
+        # The footer names the topic through which this endpoint was reached (else the sending office).
+        merge = {UNSUBSCRIBE_MARK: unsubscribe or "", TOPIC_MARK: r.topic_name}
+        if r.message_kind == "confirmation":
+            merge[CONFIRM_MARK] = link(hub, "confirm", r.endpoint_id, r.message_id)
         content = _merge(content, merge)
         items.append(
             Outbound(
-                delivery_id=r[0],
-                address=r[5],
+                delivery_id=r.delivery_id,
+                address=r.address,
                 content=content,
-                endpoint_kind=r[6],
-                lane=r[2],
+                endpoint_kind=r.endpoint_kind,
+                lane=r.lane,
                 unsubscribe_url=unsubscribe,
             )
         )
-    return Claimed(token, items, len(skip), attempts)
+    return Claimed(
+        token,
+        items,
+        len(skip),
+        attempts,
+        messages={r.delivery_id: r.message_id for r in live},
+        deadlines=deadlines,
+    )
 
 
 async def _contents(session: Any, wanted: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], Content]:
@@ -163,7 +218,7 @@ def _merge(content: Content, fields: dict[str, str]) -> Content:
     text, page = content.text, content.html
     for mark, value in fields.items():
         text = text.replace(mark, value)
-        page = page.replace(mark, value) if page else page
+        page = page.replace(mark, html.escape(value)) if page else page  # a topic name may hold "&"
     if text is content.text and page is content.html:
         return content
     return Content(
@@ -171,19 +226,27 @@ def _merge(content: Content, fields: dict[str, str]) -> Content:
     )
 
 
-async def renew_lease(hub: Hub, token: str) -> None:
-    lease = utcnow() + timedelta(seconds=hub.settings.queue.lease_seconds)
-    async with hub.db.transaction() as session:
-        await session.execute(
-            update(deliveries)
-            .where(deliveries.c.claim == token, deliveries.c.state == "sending")
-            .values(lease_until=lease)
-        )
+async def renew_lease(hub: Hub, token: str) -> bool:
+    """Extend the claim's lease; False when it had already run out (another worker may hold the rows).
 
+    One row of ``claims``: never a delivery row, so renewal cannot deadlock with outcome recording.
+    """
+    now = utcnow()
+    lease = now + timedelta(seconds=hub.settings.queue.lease_seconds)
+    async with hub.db.transaction() as session:
+        renewed = (
+            await session.execute(
+                update(claims)
+                .where(claims.c.token == token, claims.c.lease_until >= now)
+                .values(lease_until=lease)
+                .returning(claims.c.token)
+            )
+        ).first()
+    return renewed is not None
 
 
 async def release(hub: Hub, token: str, ids: Sequence[int], reason: str) -> list[int]:
-    """Give claimed rows back (the adapter crashed before saying anything about them)."""
+    """Give claimed rows back unsent, due now; no attempt is spent (nothing was tried)."""
     if not ids:
         return []
     now = utcnow()
@@ -191,12 +254,91 @@ async def release(hub: Hub, token: str, ids: Sequence[int], reason: str) -> list
         result = await session.execute(
             update(deliveries)
             .where(
-                deliveries.c.id.in_(list(ids)), deliveries.c.claim == token, deliveries.c.state == "sending"
+                deliveries.c.id.in_(sorted(ids)), deliveries.c.claim == token, deliveries.c.state == "sending"
             )
-            .values(
-                state="retrying", error=reason[:500], lease_until=None, next_attempt_at=now, updated_at=now
-            )
+            .values(state="retrying", error=reason[:500], next_attempt_at=now, updated_at=now)
             .returning(deliveries.c.id)
         )
-        return [r[0] for r in result]
+        return sorted(r.id for r in result)
 
+
+async def skip_unsent(hub: Hub, token: str, ids: Sequence[int], reason: str) -> int:
+    """Rows this claim will not send because their message was cancelled."""
+    if not ids:
+        return 0
+    now = utcnow()
+    async with hub.db.transaction() as session:
+        result = await session.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_(sorted(ids)), deliveries.c.claim == token, deliveries.c.state == "sending"
+            )
+            .values(state="skipped", error=reason[:500], updated_at=now)
+        )
+    return int(result.rowcount or 0)
+
+
+async def finish(hub: Hub, token: str) -> None:
+    """Drop the claim once none of its rows is still ``sending`` (else its lease runs out for recovery)."""
+    async with hub.db.transaction() as session:
+        await session.execute(
+            delete(claims).where(
+                claims.c.token == token,
+                ~exists().where(deliveries.c.claim == token, deliveries.c.state == "sending"),
+            )
+        )
+
+
+async def dead_claims(session: Any, now: datetime, *, redis_lost: bool) -> list[Any]:
+    """Rows held by claims whose lease ran out: ``(id, lane, channel)``, each dead claim once.
+
+    The claim is marked ``requeued`` in the same transaction, so the reconciler queues its batch again
+    once, not on every tick. Rows in ``sending`` with no claim row at all (left from before claims had
+    rows) get a dead, already requeued claim row so they too are queued once. When Redis lost its data,
+    every row without a live claim is queued again, requeued before or not.
+    """
+    # Claims of dead workers whose rows are all settled by now are of no further use.
+    await session.execute(
+        delete(claims).where(
+            claims.c.requeued.is_(True),
+            claims.c.lease_until < now - timedelta(hours=1),
+            ~exists().where(deliveries.c.claim == claims.c.token, deliveries.c.state == "sending"),
+        )
+    )
+    stale = select(claims.c.token).where(claims.c.requeued.is_(False), claims.c.lease_until < now)
+    if session.bind.dialect.name == "postgresql":
+        stale = stale.with_for_update(skip_locked=True)
+    tokens = list((await session.execute(stale)).scalars())
+    if tokens:
+        await session.execute(update(claims).where(claims.c.token.in_(tokens)).values(requeued=True))
+    sending = deliveries.c.state == "sending"
+    orphans = list(
+        (
+            await session.execute(
+                select(deliveries.c.claim)
+                .where(sending, ~exists().where(claims.c.token == deliveries.c.claim))
+                .distinct()
+            )
+        ).scalars()
+    )
+    for orphan in orphans:
+        if orphan is not None:
+            await session.execute(
+                claims.insert().values(token=orphan, lease_until=now, requeued=True, created_at=now)
+            )
+    if redis_lost:
+        condition = and_(sending, or_(deliveries.c.claim.is_(None), ~live_claim(now)))
+    else:
+        dead = [t for t in (*tokens, *orphans) if t is not None]
+        if not dead:
+            return []
+        condition = and_(sending, deliveries.c.claim.in_(dead))
+    return list(
+        (
+            await session.execute(
+                select(deliveries.c.id, deliveries.c.lane, deliveries.c.channel)
+                .where(condition)
+                .order_by(deliveries.c.id)
+            )
+        ).all()
+    )

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from arq import cron as arq_cron
 from arq.worker import Worker, func
-from sqlalchemy import select
 
-from channels.base import Outcome
 from hub.clock import utcnow
 from hub.context import Hub
-from hub.delivery.claim import Claimed, claim, release, renew_lease
+from hub.delivery.claim import claim, finish
 from hub.delivery.plan import plan_chunk
 from hub.delivery.reconcile import reconcile
-from hub.delivery.record import record
+from hub.delivery.sender import Batch
 from hub.delivery.status import unfinished
 from hub.logs import log
-from hub.privacy import mask
-from hub.store.models import (
-    Delivery,
-)
+from hub.queue import REDIS_DOWN
 
 JOB_TIMEOUT = 600
 
@@ -53,99 +46,13 @@ async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[
     if not await channel.ready():  # another process owns this channel's session: leave the rows unclaimed
         await hub.queue.send(lane, channel_name, delivery_ids, at=utcnow() + timedelta(seconds=1))
         return {"claimed": 0, "deferred": len(delivery_ids)}
+    started = time.monotonic()  # the lease is counted from before the claim, to be safe
     claimed = await claim(hub, delivery_ids)
     if not claimed.items:
+        if claimed.attempts:  # every row was skipped (cancelled, expired, inactive endpoint)
+            await finish(hub, claimed.token)
         return {"claimed": 0, "skipped": claimed.skipped}
-    recorder = _Recorder(hub, claimed.token, claimed.attempts, hub.settings.queue.flush_every)
-    keeper = asyncio.create_task(_keep_lease(hub, claimed.token))
-    pending = {i.delivery_id for i in claimed.items}
-    try:
-        async for delivery_id, outcome in channel.send(claimed.items, hub.pacer):
-            pending.discard(delivery_id)
-            if outcome.__class__.__name__ != "Sent":
-                log.info(
-                    "delivery_outcome",
-                    delivery_id=delivery_id,
-                    channel=channel_name,
-                    outcome=outcome.__class__.__name__,
-                    address=mask(_address(claimed, delivery_id)),
-                )
-            await recorder.add(delivery_id, outcome)
-    except Exception as exc:  # an adapter bug must not strand rows in "sending"
-        log.exception("adapter_failed", channel=channel_name, error=str(exc))
-        await recorder.flush()
-        released = await release(hub, claimed.token, sorted(pending), f"adapter error: {exc}")
-        if released:
-            await hub.queue.send(claimed.items[0].lane, channel_name, released)
-        raise
-    finally:
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
-    await recorder.flush()
-    return recorder.counts
-
-
-def _address(claimed: Claimed, delivery_id: int) -> str:
-    return next((i.address for i in claimed.items if i.delivery_id == delivery_id), "")
-
-
-async def _keep_lease(hub: Hub, token: str) -> None:
-    """Renew the claim while the batch is being sent, so only a dead worker's lease ever runs out."""
-    interval = max(0.5, hub.settings.queue.lease_seconds / 3)
-    while True:
-        await asyncio.sleep(interval)
-        await renew_lease(hub, token)
-
-
-class _Recorder:
-    """Writes outcomes in small groups: few transactions, and little unrecorded when a worker dies."""
-
-    def __init__(self, hub: Hub, token: str, attempts: dict[int, int], every: int) -> None:
-        self.hub, self.token, self.attempts, self.every = hub, token, attempts, every
-        self.buffer: list[tuple[int, Outcome]] = []
-        self.last = time.monotonic()
-        self.counts: dict[str, int] = defaultdict(int)
-        self.lane = "bulk"
-
-    async def add(self, delivery_id: int, outcome: Outcome) -> None:
-        self.buffer.append((delivery_id, outcome))
-        if (
-            len(self.buffer) >= self.every
-            or time.monotonic() - self.last > self.hub.settings.queue.flush_seconds
-        ):
-            await self.flush()
-
-    async def flush(self) -> None:
-        self.last = time.monotonic()
-        if not self.buffer:
-            return
-        batch, self.buffer = self.buffer, []
-        recorded = await record(self.hub, self.token, batch, self.attempts)
-        for state, n in recorded.counts.items():
-            self.counts[state] += n
-        if recorded.retry:
-            await _requeue_retries(self.hub, recorded.retry)
-
-
-async def _requeue_retries(hub: Hub, retry: list[tuple[int, datetime]]) -> None:
-    """One deferred job per tenth of a second of due time, per lane and channel."""
-    async with hub.db.session() as session:
-        rows = (
-            await session.execute(
-                select(Delivery.id, Delivery.lane, Delivery.channel).where(
-                    Delivery.id.in_([i for i, _ in retry])
-                )
-            )
-        ).all()
-    due = dict(retry)
-    groups: dict[tuple[str, str, int], list[int]] = defaultdict(list)
-    for delivery_id, lane, channel in rows:
-        tick = math.ceil(due[delivery_id].replace(tzinfo=UTC).timestamp() * 10)
-        groups[(lane, channel, tick)].append(delivery_id)
-    for (lane, channel, tick), ids in groups.items():
-        await hub.queue.send(lane, channel, ids, at=datetime.fromtimestamp(tick / 10, tz=UTC))
-
+    return await Batch(hub, channel, claimed, started).run()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -168,7 +75,8 @@ def build_workers(
             crons = [
                 arq_cron(
                     reconcile,
-                    name="reconcile",
+                    # arq's cron job ids are global to the Redis: one reconciler per hub, not per Redis.
+                    name=f"reconcile:{hub.settings.redis.key_prefix}",
                     second=set(range(0, 60, every)),
                     run_at_startup=True,
                     keep_result=0,
@@ -195,8 +103,62 @@ def build_workers(
 
 
 async def run_workers(hub: Hub) -> None:
-    """Run both lanes until cancelled."""
-    await asyncio.gather(*(w.main() for w in build_workers(hub)))
+    """Run both lanes until cancelled; a Redis outage pauses them, never ends them."""
+    outage = _Outage(hub)
+    await asyncio.gather(*(_keep_running(w, outage) for w in build_workers(hub)))
+
+
+class _Outage:
+    """One Redis outage as the lanes of this process see it: said once when it starts and once at its end.
+
+    Right after Redis is back, connections opened before the outage fail once each; those are the same
+    outage's tail, not a new one, and are not logged again.
+    """
+
+    QUIET = 10.0
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.down = False
+        self.since = 0.0
+        self.back_at = -self.QUIET
+        self.lock = asyncio.Lock()
+
+    async def wait_for_redis(self, exc: BaseException) -> None:
+        async with self.lock:
+            tail = time.monotonic() - self.back_at < self.QUIET
+            if not self.down and not tail:
+                self.since = time.monotonic()
+                log.warning(
+                    "redis_down_waiting",
+                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200],
+                    hint="sending pauses and resumes by itself when Redis answers",
+                )
+            self.down = True
+            while self.down:
+                try:
+                    await asyncio.wait_for(self.hub.redis.ping(), timeout=3)
+                except REDIS_DOWN:
+                    await asyncio.sleep(1.0)
+                    continue
+                self.down = False
+                with contextlib.suppress(*REDIS_DOWN):  # drop connections the outage broke
+                    await self.hub.redis.connection_pool.disconnect(inuse_connections=False)
+                if not tail:
+                    self.back_at = time.monotonic()
+                    log.info("redis_back_resuming", down_seconds=round(self.back_at - self.since, 1))
+                with contextlib.suppress(Exception):  # queue again what a restarted Redis forgot, now
+                    await reconcile({"hub": self.hub})
+
+
+async def _keep_running(worker: Worker, outage: _Outage) -> None:
+    """arq's main loop ends at the first Redis error: run it again (same worker, its jobs go on)."""
+    while True:
+        try:
+            await worker.main()
+            return
+        except REDIS_DOWN as exc:
+            await outage.wait_for_redis(exc)
 
 
 async def drain(

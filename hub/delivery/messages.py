@@ -46,10 +46,10 @@ def render_all(hub: Hub, draft: Draft) -> dict[tuple[str, str], Rendered]:
     pairs = draft.renditions or [(ch, loc) for ch in sorted(hub.channels) for loc in hub.settings.hub.locales]
     if not pairs:
         raise RenderError("no channel is enabled: nothing could be sent")
+    # A correction says so where a message has a subject or title ("Ralat: ...").
+    context = {**draft.context, "correction": True} if draft.kind == "correction" else draft.context
     return {
-        (ch, loc): hub.renderer.render(
-            draft.group, draft.template, channel=ch, locale=loc, context=draft.context
-        )
+        (ch, loc): hub.renderer.render(draft.group, draft.template, channel=ch, locale=loc, context=context)
         for ch, loc in pairs
     }
 
@@ -100,9 +100,12 @@ async def _store(
     return message
 
 
+def link(hub: Hub, purpose: str, endpoint_id: int, message_id: int, topic_id: int | None = None) -> str:
+    """A signed link for one endpoint: ``/v1/unsubscribe/<token>`` or ``/v1/confirm/<token>``.
 
-def link(hub: Hub, purpose: str, endpoint_id: int, message_id: int) -> str:
-    """A signed link for one endpoint: ``/v1/unsubscribe/<token>`` or ``/v1/confirm/<token>``."""
-    token = signing.sign(hub.secret, purpose, endpoint_id, message_id)
+    ``topic_id``: the topic through which the message reached the endpoint; an unsubscribe link that
+    names it leaves that topic only (a region-wide broadcast must not end the citizen's other topics).
+    """
+    values = (endpoint_id, message_id) if topic_id is None else (endpoint_id, message_id, topic_id)
+    token = signing.sign(hub.secret, purpose, *values)
     return f"{hub.settings.hub.public_url.rstrip('/')}/v1/{purpose}/{token}"
-

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import literal, select, true
+from sqlalchemy import Integer, and_, cast, func, literal, null, select, true, update
 
 from hub.clock import utcnow
 from hub.context import Hub
@@ -20,37 +22,74 @@ from hub.store.models import (
     Subscription,
 )
 
+#: A plan job that arq runs this little ahead of the send time (it keeps milliseconds only) waits for it.
+EARLY_GRACE = timedelta(seconds=2)
 
-def _audience(message: Message) -> Any:
-    """Endpoint ids (with channel) that this message goes to, as one selectable."""
+
+def _audience(message: Message, after: int, upto: int | None = None) -> Any:
+    """``(endpoint_id, channel, topic_id)`` this message goes to, for endpoint ids in ``(after, upto]``.
+
+    ``topic_id`` is the message's topic through which the endpoint was reached, the lowest when several
+    were: the one-click link leaves that topic only and the footer names it. The id range is applied
+    inside the grouping, so the database reads one page's subscriptions, never the whole audience.
+    """
     if message.corrects_message_id is not None:
-        return (
-            select(Endpoint.id.label("endpoint_id"), Endpoint.channel.label("channel"))
-            .join(Delivery, Delivery.endpoint_id == Endpoint.id)
+        # Those who received the original and still follow at least one of its topics (DESIGN.md: a
+        # correction informs; it does not reach someone who has since left).
+        query = (
+            select(
+                Delivery.endpoint_id.label("endpoint_id"),
+                Endpoint.channel.label("channel"),
+                func.min(Subscription.topic_id).label("topic_id"),
+            )
+            .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+            .join(Subscription, Subscription.endpoint_id == Delivery.endpoint_id)
+            .join(
+                MessageTopic,
+                and_(
+                    MessageTopic.topic_id == Subscription.topic_id,
+                    MessageTopic.message_id == message.corrects_message_id,
+                ),
+            )
             .where(
                 Delivery.message_id == message.corrects_message_id,
                 Delivery.state.in_(("sent", "delivered")),
+                Subscription.state == "confirmed",
                 Endpoint.active == true(),
+                Delivery.endpoint_id > after,
             )
+            .group_by(Delivery.endpoint_id, Endpoint.channel)
         )
+        return query if upto is None else query.where(Delivery.endpoint_id <= upto)
     if message.kind == "announcement":
-        return (
-            select(Endpoint.id.label("endpoint_id"), Endpoint.channel.label("channel"))
-            .join(Subscription, Subscription.endpoint_id == Endpoint.id)
+        query = (
+            select(
+                Subscription.endpoint_id.label("endpoint_id"),
+                Endpoint.channel.label("channel"),
+                func.min(Subscription.topic_id).label("topic_id"),
+            )
+            .join(Endpoint, Endpoint.id == Subscription.endpoint_id)
             .join(MessageTopic, MessageTopic.topic_id == Subscription.topic_id)
             .where(
                 MessageTopic.message_id == message.id,
                 Subscription.state == "confirmed",
                 Endpoint.active == true(),
+                Subscription.endpoint_id > after,
             )
-            .distinct()
+            .group_by(Subscription.endpoint_id, Endpoint.channel)
         )
+        return query if upto is None else query.where(Subscription.endpoint_id <= upto)
     # Applicant updates, confirmations and replies name their endpoints (topics there are context only).
-    return (
-        select(Endpoint.id.label("endpoint_id"), Endpoint.channel.label("channel"))
+    query = (
+        select(
+            Endpoint.id.label("endpoint_id"),
+            Endpoint.channel.label("channel"),
+            cast(null(), Integer).label("topic_id"),
+        )
         .join(MessageEndpoint, MessageEndpoint.endpoint_id == Endpoint.id)
-        .where(MessageEndpoint.message_id == message.id, Endpoint.active == true())
+        .where(MessageEndpoint.message_id == message.id, Endpoint.active == true(), Endpoint.id > after)
     )
+    return query if upto is None else query.where(Endpoint.id <= upto)
 
 
 @dataclass
@@ -61,10 +100,41 @@ class PlannedChunk:
     lane: str = "bulk"
 
 
+async def start_if_due(hub: Hub, message_id: int) -> None:
+    """Move a scheduled message to ``planning`` once its time has come; the plan job starts it on time.
+
+    The move is one conditional UPDATE, so the reconciler and this job never both start a message. A job
+    that arq runs a moment early (it rounds the time to milliseconds) waits for the send time.
+    """
+    table = Message.__table__
+    async with hub.db.session() as session:
+        send_at = await session.scalar(
+            select(table.c.send_at).where(table.c.id == message_id, table.c.state == "scheduled")
+        )
+    if send_at is None:
+        return
+    ahead = (send_at - utcnow()).total_seconds()
+    if ahead > EARLY_GRACE.total_seconds():
+        return  # moved later: the job queued for the new time (or the reconciler) starts it
+    if ahead > 0:
+        await asyncio.sleep(ahead)
+    async with hub.db.transaction() as session:
+        await session.execute(
+            update(table)
+            .where(table.c.id == message_id, table.c.state == "scheduled", table.c.send_at <= utcnow())
+            .values(state="planning")
+        )
+
+
 async def plan_chunk(hub: Hub, message_id: int, enabled: Iterable[str]) -> PlannedChunk:
-    """Insert the next page of deliveries for a message; safe to repeat (on conflict do nothing)."""
+    """Insert the next page of deliveries for a message; safe to repeat (on conflict do nothing).
+
+    A scheduled message whose time has come is started here (``start_if_due``), not left for the
+    reconciler's next tick.
+    """
     chunk = hub.settings.queue.plan_chunk
     enabled = set(enabled)
+    await start_if_due(hub, message_id)
     async with hub.db.transaction() as session:
         message = await session.get(Message, message_id, with_for_update=hub.db.dialect == "postgresql")
         if message is None or message.state != "planning":
@@ -73,29 +143,31 @@ async def plan_chunk(hub: Hub, message_id: int, enabled: Iterable[str]) -> Plann
         if message.not_after is not None and message.not_after <= now:
             message.state = "expired"
             return PlannedChunk([], True, 0)
-        audience = _audience(message).subquery()
-        page = await _page(session, message, audience, enabled, chunk)
+        page = await _page(session, message, enabled, chunk)
         if not page:
             message.state = "planned"
             message.planned_at = now
             return PlannedChunk([], True, 0)
         low, high = message.plan_cursor, page[-1]
+        audience = _audience(message, low, high).subquery()
         rows = select(
             literal(message.id),
             audience.c.endpoint_id,
+            audience.c.topic_id,
             audience.c.channel,
             literal(message.lane),
             literal("queued"),
             literal(now),
             literal(now),
             literal(0),
-        ).where(audience.c.endpoint_id > low, audience.c.endpoint_id <= high, audience.c.channel.in_(enabled))
+        ).where(audience.c.channel.in_(enabled))
         insert = (
             hub.db.insert(Delivery)
             .from_select(
                 [
                     "message_id",
                     "endpoint_id",
+                    "topic_id",
                     "channel",
                     "lane",
                     "state",
@@ -119,7 +191,7 @@ async def plan_chunk(hub: Hub, message_id: int, enabled: Iterable[str]) -> Plann
     return PlannedChunk(_batches(hub, created), done, len(created), lane)
 
 
-async def _page(session: Any, message: Message, audience: Any, enabled: set[str], chunk: int) -> list[int]:
+async def _page(session: Any, message: Message, enabled: set[str], chunk: int) -> list[int]:
     """The next ``chunk`` endpoint ids after the cursor; only the last one matters (it bounds the insert).
 
     For an announcement, each topic's confirmed subscribers are walked along their index and merged:
@@ -127,9 +199,10 @@ async def _page(session: Any, message: Message, audience: Any, enabled: set[str]
     which is quadratic over a large broadcast (190 s instead of 39 s for a million).
     """
     if message.kind != "announcement":
+        audience = _audience(message, message.plan_cursor).subquery()
         query = (
             select(audience.c.endpoint_id)
-            .where(audience.c.endpoint_id > message.plan_cursor, audience.c.channel.in_(enabled))
+            .where(audience.c.channel.in_(enabled))
             .order_by(audience.c.endpoint_id)
             .limit(chunk)
         )
@@ -162,7 +235,6 @@ def _batches(hub: Hub, rows: Iterable[tuple[int, str]]) -> list[tuple[str, list[
     out: list[tuple[str, list[int]]] = []
     for channel, ids in by_channel.items():
         ids.sort()
-        size = min(hub.settings.queue.batch_size, hub.channel(channel).batch_size)
+        size = min(hub.settings.queue.batch_size, hub.channel(channel).capabilities.batch_size)
         out.extend((channel, ids[i : i + size]) for i in range(0, len(ids), size))
     return out
-

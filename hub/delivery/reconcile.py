@@ -10,6 +10,7 @@ from sqlalchemy import and_, or_, select, update
 
 from hub.clock import utcnow
 from hub.context import Hub
+from hub.delivery.claim import dead_claims
 from hub.delivery.states import PENDING, deliveries
 from hub.logs import log
 from hub.store.models import (
@@ -26,12 +27,13 @@ async def due_for_requeue(
     pending = and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= now)
     if not redis_lost:
         pending = and_(pending, or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at < stale))
-    dead_lease = and_(deliveries.c.state == "sending", deliveries.c.lease_until < now)
     async with hub.db.transaction() as session:
+        # Held by a dead worker's claim (its lease ran out): each such batch once (claims.requeued).
+        dead = await dead_claims(session, now, redis_lost=redis_lost)
         rows = (
             await session.execute(
                 select(deliveries.c.id, deliveries.c.lane, deliveries.c.channel)
-                .where(or_(pending, dead_lease))
+                .where(pending)
                 .order_by(deliveries.c.id)
                 .limit(limit)
             )
@@ -45,7 +47,7 @@ async def due_for_requeue(
                     .values(enqueued_at=now)
                 )
     grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for delivery_id, lane, channel in rows:
+    for delivery_id, lane, channel in [*rows, *dead]:
         grouped[(lane, channel)].append(delivery_id)
     size = hub.settings.queue.batch_size
     return [

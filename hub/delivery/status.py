@@ -10,7 +10,11 @@ from sqlalchemy import func as sql_func
 
 from hub.clock import utcnow
 from hub.context import Hub
+from hub.delivery.claim import live_claim
+from hub.delivery.sender import cancel_key
 from hub.delivery.states import PENDING, STATES, deliveries
+from hub.logs import log
+from hub.queue import REDIS_DOWN
 from hub.store.models import (
     Delivery,
     Message,
@@ -46,14 +50,37 @@ async def status(hub: Hub, message_id: int) -> dict[str, Any] | None:
         "total": sum(totals.values()),
         "pending": pending,
         "done": message.state in ("planned", "cancelled", "expired") and pending == 0,
+        "progress": progress(message.state, pending),
         "totals": totals,
         "channels": channels,
     }
 
 
+def progress(state: str, pending: int) -> str:
+    """Where a message stands, in the words an operator expects.
+
+    The stored state ``planned`` only means fan-out finished; whether the sends did is in ``pending``.
+    """
+    if state in ("scheduled", "cancelled", "expired"):
+        return state
+    if state == "planning":
+        return "preparing"
+    return "sending" if pending else "done"
+
+
 async def cancel(hub: Hub, message_id: int, reason: str = "message cancelled") -> int:
-    """Stop a message: nothing still pending goes out. Returns how many deliveries were skipped."""
+    """Stop a message: nothing still pending goes out. Returns how many deliveries were skipped.
+
+    Workers sending this message's rows see the Redis key before their next hand-off (and the database
+    flag at their next flush): after this returns, at most the adapter's concurrency more sends per
+    worker (docs/design.md, "Cancel"). Rows stuck in ``sending`` under a dead claim are skipped here.
+    """
     now = utcnow()
+    if hub.redis is not None:
+        try:
+            await hub.redis.set(cancel_key(hub.queue.prefix, message_id), "1", ex=7 * 86400)
+        except REDIS_DOWN:
+            log.warning("cancel_redis_down", message_id=message_id, hint="workers stop at their next flush")
     async with hub.db.transaction() as session:
         await session.execute(
             update(Message.__table__)
@@ -68,7 +95,16 @@ async def cancel(hub: Hub, message_id: int, reason: str = "message cancelled") -
             .where(deliveries.c.message_id == message_id, deliveries.c.state.in_(PENDING))
             .values(state="skipped", error=reason, updated_at=now)
         )
-    return int(result.rowcount or 0)
+        stuck = await session.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.message_id == message_id,
+                deliveries.c.state == "sending",
+                ~live_claim(now),
+            )
+            .values(state="skipped", error=reason, updated_at=now)
+        )
+    return int(result.rowcount or 0) + int(stuck.rowcount or 0)
 
 
 async def unfinished(hub: Hub, horizon: float = 0.0) -> int:

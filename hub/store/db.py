@@ -85,6 +85,21 @@ class Database:
                 value = await session.scalar(select(KeyValue.value).where(KeyValue.key == "secret_key"))
         return str(value).encode()
 
+    async def installation_id(self) -> str:
+        """This installation's own id, made once (by ``hub init`` or the first start) and kept."""
+        async with self.transaction() as session:
+            value = await session.scalar(select(KeyValue.value).where(KeyValue.key == "installation_id"))
+            if value is None:
+                await session.execute(
+                    self.insert(KeyValue)
+                    .values(key="installation_id", value=secrets.token_hex(16))
+                    .on_conflict_do_nothing(index_elements=["key"])
+                )
+                value = await session.scalar(
+                    select(KeyValue.value).where(KeyValue.key == "installation_id")
+                )
+        return str(value)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 

@@ -193,7 +193,10 @@ class MessageEndpoint(Base):
 
     __tablename__ = "message_endpoints"
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True)
+    #: Indexed: a reply looks up the earlier replies to the same chat (they go out in order).
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class Rendering(Base):
@@ -214,10 +217,14 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("message_id", "endpoint_id", name="uq_delivery"),
         Index("ix_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_deliveries_claim", "claim"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    #: The message's topic through which fan-out reached the endpoint (the lowest id when several did):
+    #: its one-click link leaves that topic and its footer names it. None for messages to named endpoints.
+    topic_id: Mapped[int | None] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(32))
     lane: Mapped[str] = mapped_column(String(8), default="bulk")
     #: queued | sending | retrying | sent | delivered | failed | gone | skipped
@@ -231,6 +238,22 @@ class Delivery(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Claim(Base):
+    """One per claim (a job's batch): its lease. Renewal touches only this row (docs/design.md, "Claims").
+
+    ``deliveries.lease_until`` is no longer used: a delivery in ``sending`` is held while its claim's
+    lease runs.
+    """
+
+    __tablename__ = "claims"
+    __table_args__ = (Index("ix_claims_lease", "requeued", "lease_until"),)
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lease_until: Mapped[datetime] = mapped_column(DateTime)
+    #: The reconciler queued this dead claim's rows again (once).
+    requeued: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class ApiKey(Base):

@@ -22,6 +22,7 @@ import contextlib
 import html
 import json
 import math
+import random
 import re
 import socket
 import threading
@@ -215,6 +216,10 @@ class FakeTelegram:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.errors: list[tuple[str, int, str]] = []
         self.too_many_requests = 0
+        #: Seconds (lowest, highest) a sendMessage takes to reach the counter, drawn at random per
+        #: request: the varying gap between a client's decision to send and Telegram counting it (event
+        #: loop, HTTP stack, network), which spacing alone cannot control.
+        self.arrival_delay: tuple[float, float] = (0.0, 0.0)
         self.webhook_url: str | None = None
         self.webhook_secret: str | None = None
         self.webhook_deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status or 0 on error)
@@ -622,6 +627,9 @@ class FakeTelegram:
         handler: Callable[[dict[str, Any]], Any] | None = getattr(self, f"_m_{method.lower()}", None)
         if handler is None:
             return self._error_response(method, ApiError(404, "Not Found"))
+        low, high = self.arrival_delay
+        if high > 0 and method.lower() == "sendmessage":
+            await asyncio.sleep(random.uniform(low, high))
         try:
             self._check_forced(method, params)
             result = handler(params)

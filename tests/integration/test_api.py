@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
-from hub import subscriptions
+from hub import delivery, subscriptions
 from hub.api.app import create_app
 from hub.delivery import drain
 from hub.keys import create_key
-from hub.store.models import ApiKey, Subscription
+from hub.queue import Queue
+from hub.store.models import ApiKey, CaseUpdate, Endpoint, Message, Subscription
 
 
 @pytest.fixture
@@ -172,12 +175,12 @@ async def test_double_opt_in_and_one_click_unsubscribe(hub, api, mailbox):
         json={
             "template": "hours_changed",
             "topics": ["kota-sukabumi"],
-            "data": {"hours": {"pickup": "08:00-11:00", "online_whatsapp": "08:00-15:00"}},
+            "data": {"hours": {"monday": "08:00-11:00", "friday": "08:00-10:00"}},
         },
     )
     await drain(hub)
     announcement = mailbox.to("ibu@mail.example.com")[-1]
-    unsubscribe = announcement["List-Unsubscribe"].strip("<>").removeprefix("http://hub.test")
+    unsubscribe = announcement["List-Unsubscribe"].strip().strip("<>").removeprefix("http://hub.test")
     page = await api.get(unsubscribe)
     assert page.status_code == 200 and "<form" in page.text  # GET alone changes nothing
     one_click = await api.post(
@@ -216,3 +219,245 @@ async def test_staff_see_only_their_offices_subscribers_masked(hub, api):
     assert [i["topic"] for i in items] == ["kota-serang"] and items[0]["address"] == "s***@mail.example.com"
     province = await api.get("/v1/subscribers", headers=await _key(hub, "banten-provinsi", "staff"))
     assert [i["topic"] for i in province.json()["items"]] == ["kota-serang"]  # Banten covers Serang only
+
+
+# -- issue 8: errors, references, contacts, races, pages, Redis down ------------------------------------
+
+
+async def test_every_error_answers_error_never_detail(hub, api):
+    """Unknown routes, wrong methods, bad bodies and domain errors all answer ``{"error": ...}``."""
+    intake = await _key(hub)
+    answers = {
+        "unknown route": await api.get("/v1/nothing-here"),
+        "wrong method": await api.delete("/v1/applicants"),
+        "bad body": await api.post("/v1/applicants", json={"document": "KK"}, headers=intake),
+        "unknown case": await api.post(
+            "/v1/applicants/NOPE-1/updates", json={"status": "verified"}, headers=intake
+        ),
+    }
+    statuses = {name: r.status_code for name, r in answers.items()}
+    assert statuses == {"unknown route": 404, "wrong method": 405, "bad body": 422, "unknown case": 404}
+    for name, response in answers.items():
+        body = response.json()
+        assert "detail" not in body and isinstance(body["error"], str) and body["error"], name
+    assert answers["bad body"].json()["error"] == "reference: Field required"
+    assert answers["unknown case"].json()["error"] == "unknown case 'NOPE-1' for office kota-pekalongan"
+    opened = {"reference": "KK-7", "document": "KK"}
+    assert (await api.post("/v1/applicants", json=opened, headers=intake)).status_code == 201
+    again = await api.post("/v1/applicants", json=opened, headers=intake)
+    assert again.status_code == 409
+    assert again.json() == {"error": "case 'KK-7' already exists for office kota-pekalongan"}
+
+
+async def test_reference_with_a_slash_is_refused_and_every_opened_case_can_be_updated(hub, api):
+    intake = await _key(hub)
+    refused = await api.post(
+        "/v1/applicants", json={"reference": "KTP/2020/0042", "document": "KTP-el"}, headers=intake
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"] == (
+        "reference: may hold only letters, digits, '.', '_' and '-' (not '/'); "
+        "write e.g. KTP-2020-0042 instead of KTP/2020/0042"
+    )
+    for reference in ("KTP-2020-0042", "kk.2020_7"):
+        opened = await api.post(
+            "/v1/applicants", json={"reference": reference, "document": "KK"}, headers=intake
+        )
+        assert opened.status_code == 201
+        update = await api.post(
+            f"/v1/applicants/{reference}/updates", json={"status": "verified"}, headers=intake
+        )
+        assert update.status_code == 202, update.text
+
+
+async def test_a_wrong_contact_is_named_by_its_field(hub, api, mailbox):
+    body = {
+        "reference": "KTP-9",
+        "document": "KTP-el",
+        "contacts": [
+            {"channel": "email", "address": "benar@mail.example.com"},
+            {"channel": "email", "address": "salah-tanpa-at"},
+        ],
+    }
+    response = await api.post("/v1/applicants", json=body, headers=await _key(hub))
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("contacts.1.address: invalid email address")
+    unknown = await api.post(
+        "/v1/applicants",
+        json={**body, "contacts": [{"channel": "fax", "address": "123"}]},
+        headers=await _key(hub),
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["error"] == "contacts.0.channel: channel 'fax' is not enabled (enabled: email)"
+    async with hub.db.session() as session:
+        assert (await session.execute(select(Endpoint.id))).all() == []
+
+
+TOPICS = ("kota-serang", "kota-serang", "kota-serang/kk", "kota-serang/kia", "kota-serang")
+
+
+async def test_first_requests_of_one_new_citizen_at_once_never_answer_500(hub, api):
+    """Five first subscriptions of one new address at the same moment: all accepted, one endpoint."""
+    transport = httpx.ASGITransport(app=create_app(hub), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+        for round_ in range(3):
+            address = f"baru{round_}@mail.example.com"
+            answers = await asyncio.gather(
+                *(
+                    client.post("/v1/subscriptions/email", json={"topic": topic, "email": address})
+                    for topic in TOPICS
+                )
+            )
+            assert [r.status_code for r in answers] == [202] * 5, [r.text for r in answers]
+    async with hub.db.session() as session:
+        endpoints = (await session.execute(select(Endpoint.address))).scalars().all()
+        subscriptions_ = (await session.execute(select(Subscription.id))).scalars().all()
+    assert sorted(endpoints) == [f"baru{i}@mail.example.com" for i in range(3)]
+    assert len(subscriptions_) == 9
+
+
+async def test_subscriber_pages_return_every_row_in_scope(hub, api):
+    """More rows than a page, with another office's rows in between: following the cursor finds all."""
+    expected = []
+    for i in range(3):
+        await subscriptions.subscribe(hub, "kota-serang", "email", f"s{i}@mail.example.com", confirmed=True)
+        expected.append(f"s{i}")
+    for i in range(30):
+        await subscriptions.subscribe(
+            hub, "kota-pekalongan", "email", f"p{i}@mail.example.com", confirmed=True
+        )
+    for i in range(3, 8):
+        await subscriptions.subscribe(hub, "kota-serang", "email", f"s{i}@mail.example.com", confirmed=True)
+        expected.append(f"s{i}")
+    staff = await _key(hub, "kota-serang", "staff")
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = (await api.get("/v1/subscribers", params=params, headers=staff)).json()
+        pages += 1
+        seen += [(item["id"], item["topic"], item["address"]) for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(expected) == 8 and pages == 3
+    assert {topic for _, topic, _ in seen} == {"kota-serang"}
+    assert all(address == "s***@mail.example.com" for _, _, address in seen)
+    assert len({i for i, _, _ in seen}) == 8
+
+
+class _DeadRedis:
+    """Stands in for a Redis that stopped: every command fails as redis-py fails on a refused socket."""
+
+    def __getattr__(self, name: str):
+        async def fail(*args, **kwargs):
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+
+        return fail
+
+
+async def test_with_redis_down_updates_are_accepted_and_sent_once_when_it_returns(hub, api, mailbox):
+    """Redis stops: /healthz says so (503), an applicant update is still accepted (the database is the
+    truth), the intake system's retry with the same key is answered from the record, and once Redis is
+    back the reconciler queues the update: exactly one email."""
+    intake = {**await _key(hub), "Idempotency-Key": "update-1"}
+    await api.post(
+        "/v1/applicants",
+        json={
+            "reference": "KK-2020-1",
+            "document": "KK",
+            "contacts": [{"channel": "email", "address": "pemohon@mail.example.com"}],
+        },
+        headers=await _key(hub),
+    )
+    assert (await api.get("/healthz")).status_code == 200
+    real = hub.redis
+    hub.redis = _DeadRedis()
+    try:
+        health = await api.get("/healthz")
+        assert health.status_code == 503 and health.headers["Retry-After"]
+        assert {k: health.json()[k] for k in ("database", "redis")} == {"database": "ok", "redis": "down"}
+        body = {"status": "ready", "pickup_place": "loket 3"}
+        first = await api.post("/v1/applicants/KK-2020-1/updates", json=body, headers=intake)
+        assert first.status_code == 202, first.text
+        retry = await api.post("/v1/applicants/KK-2020-1/updates", json=body, headers=intake)
+        assert retry.status_code == 202 and retry.json() == first.json()
+        assert retry.headers["Idempotent-Replayed"] == "true"
+    finally:
+        hub.redis = real
+    await drain(hub)
+    assert len(mailbox.to("pemohon@mail.example.com")) == 1
+    again = await api.post("/v1/applicants/KK-2020-1/updates", json=body, headers=intake)
+    assert again.json() == first.json()
+    await drain(hub)
+    assert len(mailbox.to("pemohon@mail.example.com")) == 1
+
+
+async def test_an_update_that_fails_after_saving_is_never_sent_twice(hub, mailbox, monkeypatch):
+    """The process fails after the update's message row was saved (here: queuing it raises). Whatever the
+    first answer was, the intake system's retry with the same Idempotency-Key must not create a second
+    message: the applicant gets exactly one email."""
+    transport = httpx.ASGITransport(app=create_app(hub), raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://hub.test")
+    intake = await _key(hub)
+    await client.post(
+        "/v1/applicants",
+        json={
+            "reference": "KTP-5",
+            "document": "KTP-el",
+            "contacts": [{"channel": "email", "address": "lima@mail.example.com"}],
+        },
+        headers=intake,
+    )
+
+    async def fail(*args, **kwargs):
+        raise RuntimeError("injected: the process failed after saving the message")
+
+    monkeypatch.setattr(Queue, "plan", fail)
+    headers = {**intake, "Idempotency-Key": "u-5"}
+    body = {"status": "verified"}
+    failed = await client.post("/v1/applicants/KTP-5/updates", json=body, headers=headers)
+    monkeypatch.undo()
+    retried = await client.post("/v1/applicants/KTP-5/updates", json=body, headers=headers)
+    assert retried.status_code == 202
+    await drain(hub)
+    await client.aclose()
+    async with hub.db.session() as session:
+        messages = (await session.execute(select(Message.id).where(Message.kind == "applicant"))).all()
+    assert len(messages) == 1 and len(mailbox.to("lima@mail.example.com")) == 1
+    assert failed.status_code == 500 and failed.json() == {"error": "internal error; it has been logged"}
+
+
+async def test_a_failure_inside_the_update_leaves_nothing_behind(hub, mailbox, monkeypatch):
+    """A failure between saving the message and committing rolls back the message, the case update and
+    the idempotency record together: the retry with the same key does the work once."""
+    transport = httpx.ASGITransport(app=create_app(hub), raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://hub.test")
+    intake = await _key(hub)
+    await client.post(
+        "/v1/applicants",
+        json={
+            "reference": "KTP-6",
+            "document": "KTP-el",
+            "contacts": [{"channel": "email", "address": "enam@mail.example.com"}],
+        },
+        headers=intake,
+    )
+    real_create = delivery.create_message
+
+    async def create_then_fail(*args, **kwargs):
+        await real_create(*args, **kwargs)
+        raise RuntimeError("injected: the process failed after saving the message")
+
+    monkeypatch.setattr(delivery, "create_message", create_then_fail)
+    headers = {**intake, "Idempotency-Key": "u-6"}
+    failed = await client.post("/v1/applicants/KTP-6/updates", json={"status": "verified"}, headers=headers)
+    assert failed.status_code == 500
+    async with hub.db.session() as session:
+        assert (await session.execute(select(Message.id).where(Message.kind == "applicant"))).all() == []
+        assert (await session.execute(select(CaseUpdate.id))).all() == []
+    monkeypatch.undo()
+    retried = await client.post("/v1/applicants/KTP-6/updates", json={"status": "verified"}, headers=headers)
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+    await drain(hub)
+    await client.aclose()
+    assert len(mailbox.to("enam@mail.example.com")) == 1

@@ -98,7 +98,12 @@ def test_announce_publish_drain_and_status(cli, tmp_path, smtp):
                     "friday": "08:00-10:00",
                 },
                 "daily_quota": 50,
-                "health_protocol": ["jaga jarak antrean", "cuci tangan", "masker", "cek suhu"],
+                "health_protocol": [
+                    {"id": "jaga jarak antrean", "en": "distance in the queue"},
+                    {"id": "cuci tangan", "en": "hand-washing"},
+                    {"id": "masker", "en": "masks"},
+                    {"id": "cek suhu", "en": "temperature check"},
+                ],
             }
         )
     )
@@ -172,10 +177,17 @@ def test_announce_publish_drain_and_status(cli, tmp_path, smtp):
             "valid-until must be after valid-from",
         ),
         (["announce", "--topic", "kota-serang", "--template", "nope"], {}, "unknown template 'nope'"),
+        # Every user error is a HubError, caught once: one line, exit 1 (issue 8).
+        (["relays", "code", "--office", "nowhere"], {}, "unknown office 'nowhere'"),
         (
-            ["subscribers", "import", "rows.csv", "--topic", "kota-serang"],
-            {"rows.csv": "email\nok@mail.example.com\nbroken\n"},
-            "line 3: invalid email address",
+            ["keys", "create", "--office", "kota-serang", "--role", "boss"],
+            {},
+            "role must be one of intake, staff, not 'boss'",
+        ),
+        (
+            ["subscribe", "--topic", "kota-serang", "--channel", "fax", "--address", "1"],
+            {},
+            "channel 'fax' is not enabled (enabled: email)",
         ),
         (
             ["regions", "load", "broken.toml"],
@@ -194,3 +206,52 @@ def test_bad_input_is_one_line_and_nothing_is_created(cli, tmp_path, smtp, args,
     with sqlite3.connect(tmp_path / "hub.db") as db:
         for table in ("announcements", "messages", "deliveries", "subscriptions", "endpoints"):
             assert db.execute(f"select count(*) from {table}").fetchone() == (0,), table
+
+
+def test_import_reports_every_bad_row_and_imports_nothing(cli, tmp_path):
+    """Every bad row is named with its line number (not only the first), and nothing is imported."""
+    (tmp_path / "rows.csv").write_text(
+        "email,locale\n"
+        "ok@mail.example.com,id\n"
+        "broken,id\n"
+        "juga@mail.example.com,fr\n"
+        ",en\n"
+        "fine@mail.example.com,en\n"
+        "lagi-salah@,id\n"
+    )
+    result = cli("subscribers", "import", "rows.csv", "--topic", "kota-serang", ok=False)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: 4 bad rows, nothing imported:"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["line 3", "line 4", "line 5", "line 7"]
+    assert lines[2] == "  line 4: locale 'fr' is not one of id, en"
+    assert lines[3] == "  line 5: empty email"
+    assert lines[1].startswith("  line 3: invalid email address")
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        for table in ("subscriptions", "endpoints", "messages"):
+            assert db.execute(f"select count(*) from {table}").fetchone() == (0,), table
+
+
+def test_telegram_import_stores_group_chats_as_groups(tmp_path, redis_url, prepared_db):
+    """Negative Telegram chat ids are groups (paced at Telegram's group limit), positive ones people."""
+    shutil.copy(prepared_db, tmp_path / "hub.db")
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", redis_url)
+    settings.channels["telegram"] = {
+        "enabled": True,
+        "token": "123456:TEST-TOKEN",
+        "base_url": "http://127.0.0.1:9/bot",
+        "username": "disdukcapil_test_bot",
+        "mode": "webhook",
+        "webhook_secret": "s3cret-for-tests",
+    }
+    path = write_settings(settings, tmp_path / "settings.toml")
+    (tmp_path / "chats.csv").write_text("address\n-1001234567890\n-4242\n777000\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "--settings", str(path), "subscribers", "import", "chats.csv",
+         "--topic", "kota-serang", "--channel", "telegram", "--confirmed"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        kinds = dict(db.execute("select address, kind from endpoints where channel = 'telegram'").fetchall())
+    assert kinds == {"-1001234567890": "group", "-4242": "group", "777000": "person"}

@@ -45,8 +45,17 @@ class RecordingPacer:
     async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
         self.waits.append((list(rates), lane))
 
+    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+        await self.wait(rates, lane)
+
+    async def release(self, permit: object) -> None:
+        return None
+
     async def pause(self, key: str, seconds: float) -> None:
         self.pauses.append((key, seconds))
+
+    async def paused_for(self, key: str) -> float:
+        return 0.0
 
 
 async def add_bot(owner: Person, bot_person: Person, room_id: str) -> None:
@@ -112,7 +121,9 @@ def test_parse_command_maps_english_synonyms() -> None:
 
 def test_outcome_mapping_of_homeserver_errors() -> None:
     limited = RoomSendError("Too Many Requests", "M_LIMIT_EXCEEDED", retry_after_ms=2500)
-    assert outcome_for_error(limited) == RetryLater("send: M_LIMIT_EXCEEDED Too Many Requests", 2.5)
+    assert outcome_for_error(limited) == RetryLater(
+        "send: M_LIMIT_EXCEEDED Too Many Requests", 2.5, provider=True
+    )
     assert isinstance(outcome_for_error(RoomSendError("not in room", "M_FORBIDDEN")), RecipientGone)
     assert isinstance(outcome_for_error(RoomSendError("no room", "M_NOT_FOUND")), RecipientGone)
     assert isinstance(outcome_for_error(RoomSendError("too big", "M_TOO_LARGE")), Rejected)
@@ -124,7 +135,9 @@ def test_outcome_mapping_of_homeserver_errors() -> None:
 
     header_only = RoomSendError("slow down", "M_LIMIT_EXCEEDED")
     header_only.transport_response = Transport()  # type: ignore[assignment]
-    assert outcome_for_error(header_only) == RetryLater("send: M_LIMIT_EXCEEDED slow down", 7.0)
+    assert outcome_for_error(header_only) == RetryLater(
+        "send: M_LIMIT_EXCEEDED slow down", 7.0, provider=True
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -437,7 +450,9 @@ async def test_second_process_on_the_same_device_is_a_standby(
     started = time.monotonic()
     outcomes = await send_all(standby, [item(500, room_id, "dari cadangan")])
     assert outcomes[500] == RetryLater(
-        f"device {standby.device_id} is owned by another process", standby.standby_retry_seconds
+        f"device {standby.device_id} is owned by another process",
+        standby.standby_retry_seconds,
+        provider=True,
     )
     assert time.monotonic() - started < 1
 

@@ -41,13 +41,14 @@ def test_registry_finds_the_channel() -> None:
 
 
 def test_settings_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="dlr_secret is required"):
+    with pytest.raises(ValueError, match=r"^channels\.sms\.dlr_secret: required, not set$"):
         SmsChannel.from_settings({"gateways": [KANNEL]}, public_url="https://x")
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match=r"^channels\.sms\.gateways: required, not set$"):
         SmsChannel.from_settings({"dlr_secret": "s"}, public_url="https://x")
-    with pytest.raises(ValueError, match=r"driver must be one of"):
+    wrong_driver = r"channels\.sms\.gateways\.0\.driver: expected one of 'kannel', 'http', got 'smpp'"
+    with pytest.raises(ValueError, match=wrong_driver):
         make_channel([{"driver": "smpp"}], "https://x")
-    with pytest.raises(ValueError, match=r"unknown settings \['pasword'\]"):
+    with pytest.raises(ValueError, match=r"channels\.sms\.gateways\.0\.pasword: unknown setting"):
         make_channel([{**KANNEL, "pasword": "x"}], "https://x")
 
 
@@ -55,9 +56,15 @@ def test_describe() -> None:
     assert channel().describe(Content(text="a" * 161)) == {
         "encoding": "GSM-7",
         "segments": 2,
+        "max_segments": 6,
         "characters": 161,
     }
-    assert channel().describe(Content(text="“Halo”")) == {"encoding": "UCS-2", "segments": 1, "characters": 6}
+    assert channel().describe(Content(text="“Halo”")) == {
+        "encoding": "UCS-2",
+        "segments": 1,
+        "max_segments": 6,
+        "characters": 6,
+    }
     assert channel(transliterate=True).describe(Content(text="“Halo”"))["encoding"] == "GSM-7"
 
 
@@ -261,7 +268,7 @@ async def test_http_driver_template_and_statuses() -> None:
         "n": 1,
     }
     assert await gateway.send("+62", "x", coding="GSM-7", delivery_id=6, dlr_url="") == RetryLater(
-        "agg: HTTP 429: slow down", 7.0
+        "agg: HTTP 429: slow down", 7.0, provider=True
     )
     assert isinstance(await gateway.send("+62", "x", coding="GSM-7", delivery_id=7, dlr_url=""), Rejected)
     assert isinstance(await gateway.send("+62", "x", coding="GSM-7", delivery_id=8, dlr_url=""), RetryLater)

@@ -76,16 +76,26 @@ ANNOUNCEMENTS = {
     "hours_changed": {
         "hours": {d: "08:00-11:00" for d in ("monday", "tuesday", "wednesday", "thursday")}
         | {"friday": "08:00-10:00"},
-        "daily_quota": 50, "health_protocol": ["jaga jarak", "wajib masker"], "basis": "SE 443.1/001",
+        "daily_quota": 50, "basis": "SE 443.1/001",
+        "health_protocol": [{"id": "jaga jarak", "en": "keep your distance"},
+                            {"id": "wajib masker", "en": "masks"}],
     },
-    "closure": {"mode": "closed", "reason": "Pencegahan COVID-19.", "period_days": 14,
-                "online_app": "Dukcapil Online", "exceptions": ["pengambilan dokumen", "legalisir KTP-el"]},
-    "online_only": {"via": "WhatsApp", "online_app": None, "online_services": [],
-                    "contacts": {"KK dan KTP-el": "0858-7031-0341", "pindah datang": "0857-1250-7533"}},
+    "closure": {"reason": {"id": "Pencegahan COVID-19.", "en": "To slow COVID-19."}, "period_days": 14,
+                "online_app": "Dukcapil Online",
+                "exceptions": [{"id": "pengambilan dokumen", "en": "document pickup"}]},
+    "restriction": {"period_days": 14, "online_app": "Smartdukcapil",
+                    "urgent_in_person": [{"id": "pendaftaran BPJS", "en": "BPJS enrolment"}]},
+    "suspension": {"service": {"id": "jemput bola", "en": "mobile registration"}, "since": "2020-03-16",
+                   "alternative": {"id": "datang ke kantor dinas.", "en": "come to the main office."}},
+    "online_only": {"via": "WhatsApp", "contacts": [
+        {"service": {"id": "KK dan KTP-el", "en": "KK and KTP-el"}, "number": "0858-7031-0341"},
+        {"service": {"id": "pindah datang", "en": "moving"}, "number": "0857-1250-7533"}]},
     "link": {"link_name": "Formulir daring", "url": "https://dukcapil.example.go.id/form",
-             "description": "Isi formulir permohonan KK secara daring."},
-    "free_text": {"title": "Libur nasional", "text": "Kantor tutup 1 Mei. Layanan daring tetap buka.",
-                  "title_en": None, "text_en": None},
+             "description": {"id": "Isi formulir permohonan KK secara daring.",
+                             "en": "Apply for a KK online."}},
+    "free_text": {"title": {"id": "Libur nasional", "en": "Public holiday"},
+                  "text": {"id": "Kantor tutup 1 Mei. Layanan daring tetap buka.",
+                           "en": "The office is closed on 1 May. Online services stay open."}},
 }  # fmt: skip
 
 
@@ -95,9 +105,12 @@ def test_sms_announcements_are_short_and_gsm7(kind: str, locale: str) -> None:
     from hub.render import Renderer
 
     assert (TEMPLATES / "announcements" / kind / f"sms.{locale}.txt.j2").is_file()
-    context = {"office": OFFICE, "tz": "Asia/Jakarta", "services": [], "valid_from": None, "note": None,
-               "valid_until": datetime(2020, 4, 6, 10, tzinfo=UTC), "unsubscribable": True,
-               **ANNOUNCEMENTS[kind]}  # fmt: skip
+    from hub.announcements import build_context
+    from hub.kinds import validate
+
+    data, missing = validate(kind, ANNOUNCEMENTS[kind])
+    assert missing == {}
+    context = build_context(kind, data, OFFICE, [], None, datetime(2020, 4, 6, 10, tzinfo=UTC))
     text = (
         Renderer(TEMPLATES).render("announcements", kind, channel="sms", locale=locale, context=context).text
     )

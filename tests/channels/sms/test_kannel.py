@@ -44,7 +44,12 @@ async def test_ucs2_with_emoji_arrives_intact_in_predicted_parts(sms: SmsChannel
     text = "Halo 😀 Warga! " + "Layanan akta kelahiran dibuka kembali mulai Senin, antrean daring wajib. " * 2
     info = analyze(text)
     assert info.encoding == "UCS-2" and info.segments == 3
-    assert sms.describe(Content(text=text)) == {"encoding": "UCS-2", "segments": 3, "characters": len(text)}
+    assert sms.describe(Content(text=text)) == {
+        "encoding": "UCS-2",
+        "segments": 3,
+        "max_segments": sms.max_segments,
+        "characters": len(text),
+    }
 
     results = await send_all(sms, [Outbound(200, "081234567820", Content(text=text))])
     assert isinstance(results[200], Sent)
@@ -87,7 +92,8 @@ async def test_delivery_reports_reach_the_webhook(
         return {r.delivery_id for r in records if r.kind == "receipt"} >= {300, 301}
 
     records = await receiver.wait(both_delivered)
-    receipts = [r for r in records if r.kind == "receipt"]
+    # Kannel is shared by the session: a report for an earlier test's message may still arrive here.
+    receipts = [r for r in records if r.kind == "receipt" and r.delivery_id in (300, 301)]
     assert sorted((r.delivery_id, r.receipt_status, r.channel) for r in receipts) == [
         (300, "delivered", "sms"),
         (301, "delivered", "sms"),

@@ -18,6 +18,8 @@ from channels.sms.numbers import mask_msisdn, normalize_msisdn
         "6281234567890",
         "62 812 3456 7890",
         "  081234567890  ",
+        "0062 812 3456 7890",  # the international call prefix dialled from Indonesia (issue 8, defect 14)
+        "00 62 812-3456-7890",
     ],
 )
 def test_formats_normalise_to_e164(raw: str) -> None:

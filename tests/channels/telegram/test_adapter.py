@@ -76,9 +76,18 @@ class TestPacer:
         for rate in rates:
             self._events[rate.key].append(time.monotonic())
 
+    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+        await self.wait(rates, lane)
+
+    async def release(self, permit: object) -> None:
+        return None
+
     async def pause(self, key: str, seconds: float) -> None:
         self.pauses.append((key, seconds))
         self._paused_until[key] = time.monotonic() + seconds
+
+    async def paused_for(self, key: str) -> float:
+        return max(0.0, self._paused_until.get(key, 0.0) - time.monotonic())
 
 
 async def send_all(
@@ -262,9 +271,10 @@ async def test_flood_429_gives_retry_later_with_exact_delay(
     fake_telegram.force_flood(7, chat_id=USER)
     pacer = TestPacer(enforce=False)
     results = await send_all(telegram, [item(1, USER), item(2, USER)], pacer)
-    assert results[1] == RetryLater("flood control: retry after 7s", delay=7.0)
+    assert results[1] == RetryLater("flood control: retry after 7s", delay=7.0, provider=True)
     assert results[2] == results[1]  # not sent ahead of the first, which must go first
-    assert pacer.pauses == [(f"{BOT_KEY}:chat:{USER}", 7.0)]
+    # Telegram does not say which limit it was: the whole bot holds off, in every worker.
+    assert pacer.pauses == [(f"{BOT_KEY}:all", 7.0), (f"{BOT_KEY}:chat:{USER}", 7.0)]
     assert fake_telegram.messages(USER) == []
     assert fake_telegram.too_many_requests == 1
 
@@ -277,7 +287,7 @@ async def test_unpaced_burst_hits_the_fakes_chat_limit(
     results = await send_all(telegram, [item(1, USER), item(2, USER + 1), item(3, USER)])
     assert results[1] == Sent(provider_id=results[1].provider_id)  # type: ignore[union-attr]
     assert isinstance(results[2], Sent)
-    assert results[3] == RetryLater("flood control: retry after 1s", delay=1.0)
+    assert results[3] == RetryLater("flood control: retry after 1s", delay=1.0, provider=True)
     assert fake_telegram.too_many_requests == 1
 
 
@@ -292,7 +302,7 @@ async def test_flood_mid_message_waits_and_sends_only_the_rest(
     messages = fake_telegram.messages(GROUP)
     assert outcome == Sent(provider_id=str(messages[0].message_id))
     assert [m.visible_text[:6] for m in messages] == ["(1/2) ", "(2/2) "]  # no part twice
-    assert pacer.pauses == [(f"{BOT_KEY}:group:{GROUP}", 1.0)]
+    assert pacer.pauses == [(f"{BOT_KEY}:all", 1.0), (f"{BOT_KEY}:group:{GROUP}", 1.0)]
     assert pacer.waits[0][0][1] == Rate(f"{BOT_KEY}:group:{GROUP}", 20, 60.0)
 
 
@@ -337,7 +347,7 @@ async def test_server_errors_retry_and_bad_requests_reject(
     fake_telegram.add_private(USER)
     fake_telegram.add_group(GROUP)
     fake_telegram.force_error(500, "Internal Server Error", chat_id=USER)
-    assert await send_one(telegram, item(1, USER)) == RetryLater("Internal Server Error", delay=None)
+    assert await send_one(telegram, item(1, USER)) == RetryLater("Internal Server Error", provider=True)
     bad = await send_one(telegram, item(2, GROUP, "x", html="<blink>x</blink>", kind="group"))
     assert isinstance(bad, Rejected) and "can't parse entities" in bad.reason.lower()
 

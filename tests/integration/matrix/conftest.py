@@ -165,7 +165,6 @@ async def add_bot(owner: Person, bot_person: Person, room_id: str) -> None:
 def matrix_conf(homeserver: str, bot: MatrixUser, store: Path, **overrides: Any) -> dict[str, Any]:
     return {
         "enabled": True,
-        "mode": "polling",
         "homeserver": homeserver,
         "user_id": bot.user_id,
         "password": bot.password,

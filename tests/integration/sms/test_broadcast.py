@@ -178,10 +178,8 @@ async def test_gateway_answering_503_is_retried_until_it_completes(
     text = await rendered_text(hub, message.id)
     assert {tuple(assemble([p])) for p in parts} == {((text, 1),)}
     async with hub.db.session() as session:
-        retried = await session.scalar(
-            select(func.count())
-            .select_from(Delivery)
-            .where(Delivery.message_id == message.id, Delivery.attempts > 1)
+        spent = await session.scalar(
+            select(func.max(Delivery.attempts)).where(Delivery.message_id == message.id)
         )
-    assert retried >= 8
+    assert spent == 1  # the gateway's 503s were its trouble: they cost no delivery an attempt
     await wait_delivered(hub, message.id, 12)
