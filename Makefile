@@ -19,8 +19,9 @@ test-deps: $(BIN)/.installed
 	scripts/install-kannel.sh
 	scripts/install-synapse.sh
 
+# Two processes: most tests wait on peers (workers, Synapse, Kannel), and each process has its own.
 test: test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -14,7 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+# Re-exported: adapters take everything of the interface from here.
+from channels.config import ChannelSettings as ChannelSettings
+from channels.config import ChannelSettingsError as ChannelSettingsError
+from channels.config import validate_table
 
 _log = logging.getLogger("channels")
 
@@ -28,81 +31,6 @@ class InvalidAddress(ValueError):
 
 class WebhookRejected(Exception):
     """A webhook call that is not authentic (bad secret, bad token)."""
-
-
-class ChannelSettingsError(ValueError):
-    """A ``[channels.<name>]`` table that does not fit the adapter; the message names the key."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# Settings: one pydantic model per adapter for its [channels.<name>] table
-
-
-class ChannelSettings(BaseModel):
-    """Base of every adapter's settings model.
-
-    Environment overrides (``HUB_CHANNELS__EMAIL__USE_TLS=false``) arrive as strings; pydantic turns
-    them into the declared types ("false" is False, "5" is 5.0), so an adapter never parses by hand.
-    Unknown keys are errors: a misspelt key would otherwise be silently ignored.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_unset(cls, data: Any) -> Any:
-        """``HUB_CHANNELS__EMAIL__PASSWORD=`` (set but empty) means unset, as a blank TOML value would."""
-        if isinstance(data, Mapping):
-            return {k: v for k, v in data.items() if not (isinstance(v, str) and v.strip() == "")}
-        return data
-
-
-def validate_table(name: str, model: type[ChannelSettings], table: Mapping[str, Any]) -> ChannelSettings:
-    """``table`` as ``model``, or ``ChannelSettingsError`` with one line per wrong key."""
-    try:
-        return model.model_validate(dict(table))
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            loc = _table_path(table, error["loc"])
-            where = ".".join(str(part) for part in ("channels", name, *loc))
-            key = str(loc[-1]) if loc else ""
-            if error["type"] == "missing":
-                lines.append(f"{where}: required, not set")
-            elif error["type"] == "extra_forbidden":
-                lines.append(f"{where}: unknown setting")
-            elif error["type"] == "union_tag_invalid":
-                ctx = error.get("ctx", {})
-                lines.append(
-                    f"{where}.{ctx.get('discriminator', '').strip(chr(39))}: expected one of "
-                    f"{ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
-                )
-            else:
-                shown = "" if _secret(key) else f" (got {error.get('input')!r})"
-                lines.append(f"{where}: {error['msg']}{shown}")
-        raise ChannelSettingsError("; ".join(lines)) from None
-
-
-def _table_path(table: Any, loc: Sequence[Any]) -> list[Any]:
-    """The error's location as keys of the table; pydantic adds union tags the table does not have."""
-    path, current = [], table
-    for part in loc:
-        if isinstance(current, Mapping) and part not in current and path and isinstance(path[-1], int):
-            continue  # e.g. the "kannel" in gateways.0.kannel.url
-        path.append(part)
-        if isinstance(current, Mapping):
-            current = current.get(part)
-        elif isinstance(current, Sequence) and not isinstance(current, str) and isinstance(part, int):
-            current = current[part] if part < len(current) else None
-        else:
-            current = None
-    return path
-
-
-def _secret(key: str) -> bool:
-    return any(word in key for word in ("token", "password", "secret", "key"))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -223,16 +151,27 @@ class Rate:
     period: float = 1.0
 
 
+class Paused(Exception):
+    """A pause on one of the rates (a provider's "retry after") holds longer than the caller would wait."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"paused for {seconds:.1f}s")
+        self.seconds = seconds
+
+
 class Pacer(Protocol):
     async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
         """Return when one more send is allowed under every rate in ``rates``."""
 
-    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> Any:
+    async def acquire(
+        self, rates: Sequence[Rate], lane: Lane = "bulk", *, max_pause: float | None = None
+    ) -> Any:
         """Like ``wait``, and hold the send's place in each rate until ``release(permit)``.
 
         Use it around a request whose provider counts requests strictly: the place frees one period
         after the provider answered, so however late a request arrives, no period at the provider ever
-        holds more than the rate allows.
+        holds more than the rate allows. Raises ``Paused`` instead of waiting out a pause longer than
+        ``max_pause`` seconds.
         """
 
     async def release(self, permit: Any) -> None:
@@ -251,7 +190,9 @@ class NoPacing:
     async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
         return None
 
-    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+    async def acquire(
+        self, rates: Sequence[Rate], lane: Lane = "bulk", *, max_pause: float | None = None
+    ) -> None:
         return None
 
     async def release(self, permit: Any) -> None:
@@ -346,6 +287,8 @@ class Capabilities:
     batch_size: int = 100
     #: The cost facts ``describe`` reports for a preview (``segments`` for SMS, ``parts`` for Telegram).
     costs: tuple[str, ...] = ()
+    #: Sends this adapter has in flight at most per process (its pool, its settings); 0: the hub uses 4.
+    concurrency: int = 0
     #: Only worker processes may open this adapter (it logs in to a session another process must not
     #: take over, such as a Matrix device); an API process never opens it.
     worker_only: bool = False

@@ -11,6 +11,7 @@ import hashlib
 import html as html_lib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
@@ -96,6 +97,7 @@ class EmailChannel(Channel):
         self.username, self.password = username, password
         self.use_tls, self.start_tls, self.timeout = use_tls, start_tls, timeout
         self.pool_size = max(1, pool_size)
+        self.capabilities = replace(type(self).capabilities, concurrency=self.pool_size)
         self.rate = rate_per_second
         self.allow_test_domains = allow_test_domains
         self.domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"

@@ -256,7 +256,7 @@ async def publish_announcement(
             .where(Announcement.id == announcement_id)
             .values(state="scheduled" if scheduled else "published")
         )
-    await hub.queue.plan(message.id, message.lane, at=message.send_at if scheduled else None)
+    await hub.queue.plan_soon(message.id, message.lane, at=message.send_at if scheduled else None)
     return message
 
 
@@ -443,5 +443,5 @@ async def correct(hub: Hub, announcement_id: int, req: AnnouncementInput) -> tup
         }
     )
     message = await delivery.create_message(hub, draft, state="planning")
-    await hub.queue.plan(message.id, message.lane)
+    await hub.queue.plan_soon(message.id, message.lane)
     return correction, message

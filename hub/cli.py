@@ -565,11 +565,13 @@ def listen(channel: Annotated[str, typer.Argument(help="Channel to poll, e.g. te
                 f"{channel} is read by `hub worker` itself (the worker that owns the bot's session "
                 "listens); there is nothing to run separately"
             )
-        if where == "none":
+        if where == "none" and hub.channel(channel).capabilities.webhooks:
             raise InvalidInput(
                 f"{channel} has nothing to poll: its inbound arrives at "
                 f"{hub.settings.hub.public_url.rstrip('/')}/v1/channels/{channel}/webhook"
             )
+        if where == "none":
+            raise InvalidInput(f"{channel} receives nothing: there is nothing to listen to")
         await _until_signal(_listen(hub, channel))
 
     _run(work)

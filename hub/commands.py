@@ -242,7 +242,7 @@ class Conversation:
             renditions=[(self.record.channel, self.locale)],
         )
         message = await delivery.create_message(self.hub, draft)
-        await self.hub.queue.plan(message.id, "urgent")
+        await self.hub.queue.plan_soon(message.id, "urgent")
         return message.id
 
 

@@ -39,8 +39,10 @@ def default_prefix(installation_id: str) -> str:
 
 
 def _pool(url: str) -> ConnectionPool:
-    # Timeouts so a Redis that stopped answering raises (and the API says 503) instead of hanging.
-    return ConnectionPool.from_url(url, socket_connect_timeout=3, socket_timeout=15)
+    # A connect timeout, so a Redis that is gone raises instead of hanging. No socket_timeout: with one,
+    # cancelling arq's workers mid-command (drain, shutdown) could hang for good; callers that must not
+    # wait on a stalled Redis bound their own call (``plan_soon``, ``/healthz``).
+    return ConnectionPool.from_url(url, socket_connect_timeout=3)
 
 
 def queue_name(prefix: str, lane: str) -> str:
@@ -175,14 +177,15 @@ class Queue:
         )
         return job is not None
 
-    async def plan_soon(self, message_id: int, lane: str) -> bool:
+    async def plan_soon(self, message_id: int, lane: str, *, at: datetime | None = None) -> bool:
         """Queue a stored message's fan-out now, or leave it to the reconciler when Redis is down.
 
         The message row is the truth (DESIGN.md rule 1): a request that stored it has succeeded; the
         reconciler queues every message still planning once Redis answers again.
         """
         try:
-            return await self.plan(message_id, lane)
+            async with asyncio.timeout(5):
+                return await self.plan(message_id, lane, at=at)
         except REDIS_DOWN as exc:
             log.warning("redis_down_left_to_reconciler", message_id=message_id, error=str(exc))
             return False

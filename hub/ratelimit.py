@@ -31,11 +31,12 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from channels.base import Lane, Rate
+from channels.base import Lane, Paused, Rate
 
 _ACQUIRE = """
--- KEYS: the rate keys. ARGV: lane, bulk share, token ('' = space only, no slot), lease ms, then for
--- each key: interval ms, slots, period ms. Returns 0 when admitted, else the ms to wait.
+-- KEYS: the rate keys. ARGV: lane, bulk share, token ('' = space only, no slot), lease ms, longest
+-- pause to wait out in ms (-1: any), then for each key: interval ms, slots, period ms. Returns 0 when
+-- admitted, the ms to wait, or minus the ms a pause longer than that still holds.
 -- Waits are whole milliseconds, rounded up: Redis truncates a fraction to 0, which would let a send
 -- through unrecorded.
 local t = redis.call('TIME')
@@ -44,10 +45,11 @@ local lane = ARGV[1]
 local share = tonumber(ARGV[2])
 local token = ARGV[3]
 local lease = tonumber(ARGV[4])
+local max_pause = tonumber(ARGV[5])
 local wait = 0
 local tats = {}
 for i, key in ipairs(KEYS) do
-  local base = 4 + (i - 1) * 3
+  local base = 5 + (i - 1) * 3
   local interval = tonumber(ARGV[base + 1])
   local slots = tonumber(ARGV[base + 2])
   local period = tonumber(ARGV[base + 3])
@@ -57,6 +59,7 @@ for i, key in ipairs(KEYS) do
     interval = interval / share
   end
   local paused = redis.call('PTTL', key .. ':pause')
+  if paused > 0 and max_pause >= 0 and paused > max_pause then return -paused end
   if paused > 0 then wait = math.max(wait, paused) end
   local tat = tonumber(redis.call('GET', key) or '0')
   -- At high rates a waiter wakes a few ms late; up to `slack` of that is won back by the next send, so
@@ -85,7 +88,7 @@ for i, key in ipairs(KEYS) do
   redis.call('SET', key, tostring(tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
   if token ~= '' then
     local held = key .. ':slots'
-    local period = tonumber(ARGV[4 + (i - 1) * 3 + 3])
+    local period = tonumber(ARGV[5 + (i - 1) * 3 + 3])
     redis.call('ZADD', held, now + lease, token)
     redis.call('PEXPIRE', held, math.ceil(lease + period) + 1000)
   end
@@ -132,14 +135,19 @@ class RedisPacer:
 
     async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
         """Return when one more send is allowed under every rate (spacing only, no slot held)."""
-        await self._admit(rates, lane, "")
+        await self._admit(rates, lane, "", None)
 
-    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> Permit | None:
-        """Like ``wait``, and hold a slot of each rate until ``release`` (see the module docstring)."""
+    async def acquire(
+        self, rates: Sequence[Rate], lane: Lane = "bulk", *, max_pause: float | None = None
+    ) -> Permit | None:
+        """Like ``wait``, and hold a slot of each rate until ``release`` (see the module docstring).
+
+        Raises ``Paused`` rather than wait out a pause longer than ``max_pause`` seconds.
+        """
         if not rates:
             return None
         token = os.urandom(8).hex()
-        await self._admit(rates, lane, token)
+        await self._admit(rates, lane, token, max_pause)
         return Permit(
             token,
             tuple(self.prefix + r.key + ":slots" for r in rates),
@@ -151,16 +159,19 @@ class RedisPacer:
         if permit is not None:
             await self._release(keys=list(permit.keys), args=[permit.token, *permit.periods])
 
-    async def _admit(self, rates: Sequence[Rate], lane: Lane, token: str) -> None:
+    async def _admit(self, rates: Sequence[Rate], lane: Lane, token: str, max_pause: float | None) -> None:
         if not rates:
             return
         keys = [self.prefix + r.key for r in rates]
-        args: list[str | float] = [lane, self.bulk_share, token, self.lease_ms]
+        longest = -1 if max_pause is None else int(max_pause * 1000)
+        args: list[str | float] = [lane, self.bulk_share, token, self.lease_ms, longest]
         for r in rates:
             args += [f"{1000.0 * r.period / r.count:.3f}", max(1, int(r.count)), f"{1000.0 * r.period:.3f}"]
         while True:
             wait_ms = int(await self._acquire(keys=keys, args=args))
-            if wait_ms <= 0:
+            if wait_ms < 0:
+                raise Paused(-wait_ms / 1000.0)
+            if wait_ms == 0:
                 return
             # A little jitter keeps workers that woke together from colliding again.
             await asyncio.sleep(wait_ms / 1000.0 + random.uniform(0, 0.002))

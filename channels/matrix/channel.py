@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -129,6 +130,7 @@ class MatrixChannel(MatrixInbound, Channel):
         self.allowed_servers = {s.lower() for s in allowed_servers}
         self.msgtype = msgtype
         self.concurrency = max(1, concurrency)
+        self.capabilities = replace(type(self).capabilities, concurrency=self.concurrency)
         self.poll_timeout = poll_timeout
         self.backlog_seconds = backlog_seconds
         # Encryption needs the optional vodozemac dependency and a store that survives restarts.

@@ -39,6 +39,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from channels.base import (
@@ -143,6 +144,7 @@ class SmsChannel(Channel):
         self.max_segments = max_segments
         self.transliterate = transliterate
         self.concurrency = max(1, concurrency)
+        self.capabilities = replace(type(self).capabilities, concurrency=self.concurrency)
         self.mo_limit = MoLimiter(mo_per_minute)
         self._in_flight: asyncio.Semaphore | None = None
 

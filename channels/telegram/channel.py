@@ -7,9 +7,8 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ParseMode
 from telegram.error import RetryAfter, TelegramError
@@ -18,7 +17,6 @@ from telegram.request import HTTPXRequest
 from channels.base import (
     Capabilities,
     Channel,
-    ChannelSettings,
     Content,
     EndpointKind,
     InvalidAddress,
@@ -28,6 +26,7 @@ from channels.base import (
     Outbound,
     Outcome,
     Pacer,
+    Paused,
     Rate,
     RecipientGone,
     Rejected,
@@ -35,6 +34,7 @@ from channels.base import (
     Sent,
     outcome_of_error,
 )
+from channels.telegram.config import DEFAULT_WEBHOOK_PATH, TelegramSettings
 from channels.telegram.errors import _is_transient, _retry_after_seconds, classify_error
 from channels.telegram.html import content_html, split_html, visible_text
 from channels.telegram.inbound import ALLOWED_UPDATES, TelegramInbound
@@ -42,8 +42,6 @@ from channels.telegram.transport import _make_request
 
 log = logging.getLogger("channels.telegram")
 
-#: The hub's webhook route for this channel (``hub/api``: ``/v1/channels/{channel}/webhook``).
-DEFAULT_WEBHOOK_PATH = "/v1/channels/telegram/webhook"
 
 _ADDRESS_ID = re.compile(r"-?[1-9][0-9]{0,18}")
 _ADDRESS_NAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}")
@@ -55,40 +53,6 @@ def _rate(key: str, count: float, period: float, margin: float) -> Rate:
     if margin <= 0:
         return Rate(key, count, period)
     return Rate(key, count, period * (1.0 + margin))
-
-
-class TelegramSettings(ChannelSettings):
-    """``[channels.telegram]``."""
-
-    #: From BotFather; put it in the environment (``HUB_CHANNELS__TELEGRAM__TOKEN``).
-    token: str
-    #: Another Bot API server (a local one, or a test's); unset: api.telegram.org.
-    base_url: str | None = None
-    #: Bot-wide messages per second, shared by every worker through Redis.
-    rate_per_second: float = Field(30.0, gt=0)
-    per_chat_per_second: float = Field(1.0, gt=0)
-    group_per_minute: float = Field(20.0, gt=0)
-    #: ``allow_paid_broadcast`` (enabled in BotFather, paid in Stars): then ``paid_rate_per_second``.
-    paid_broadcast: bool = False
-    paid_rate_per_second: float = Field(1000.0, gt=0)
-    #: Sent back by Telegram in ``X-Telegram-Bot-Api-Secret-Token``; required in webhook mode.
-    webhook_secret: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,256}$")
-    #: ``polling`` (no public address: ``hub listen telegram`` or ``hub run``) or ``webhook``.
-    mode: Literal["polling", "webhook"] = "polling"
-    webhook_path: str = DEFAULT_WEBHOOK_PATH
-    #: The bot's @username, for t.me deep links on applicant receipts (getMe corrects it).
-    username: str | None = None
-    #: Pace this fraction under the bot-wide limit, and ``chat_safety_margin`` under per-chat limits.
-    safety_margin: float = Field(0.02, ge=0)
-    chat_safety_margin: float = Field(0.1, ge=0)
-    pacing_waiters: int = Field(8, ge=1)
-    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
-    connections: int = Field(8, ge=1)
-    concurrency: int = Field(32, ge=1)
-    poll_timeout: int = Field(30, ge=0)
-    #: Longest flood wait sat out inline between the parts of a split text.
-    max_inline_wait: float = Field(60.0, ge=0)
-    request_timeout: float = Field(10.0, gt=0)
 
 
 class TelegramChannel(TelegramInbound, Channel):
@@ -140,6 +104,7 @@ class TelegramChannel(TelegramInbound, Channel):
             buttons=True,
             batch_size=100,
             costs=("parts",),
+            concurrency=max(1, int(concurrency)),
         )
         self.rate_per_second = float(paid_rate_per_second if paid_broadcast else rate_per_second)
         self.per_chat_per_second = float(per_chat_per_second)
@@ -179,6 +144,8 @@ class TelegramChannel(TelegramInbound, Channel):
         self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         # When this process may next send to a chat (local knowledge: its own last send there).
         self._chat_ready: dict[str, float] = {}
+        # Slots given back in the background: the next send need not wait for that Redis round trip.
+        self._releases: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], *, public_url: str) -> TelegramChannel:
@@ -218,6 +185,8 @@ class TelegramChannel(TelegramInbound, Channel):
                 log.warning("telegram: setWebhook failed: %s", exc)
 
     async def close(self) -> None:
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
         if self._opened:
             await self._bot.shutdown()
             self._opened = False
@@ -346,7 +315,7 @@ class TelegramChannel(TelegramInbound, Channel):
             gate = self._gates[loop] = asyncio.Semaphore(self.pacing_waiters)
         return gate
 
-    async def _pace(self, pacer: Pacer, rates: list[Rate], lane: Lane) -> Any:
+    async def _pace(self, pacer: Pacer, rates: list[Rate], lane: Lane, max_pause: float | None) -> Any:
         """Wait for a turn under every rate in ``rates``; returns the permit to release after the send.
 
         A chat this process sent to a moment ago first waits here, locally, for its own limit: it then
@@ -355,6 +324,7 @@ class TelegramChannel(TelegramInbound, Channel):
         instead of hundreds (fewer Redis calls, steadier timing). Urgent sends skip the gate: the urgent
         lane never queues behind a broadcast. The permit holds the send's place in each limit until
         Telegram has answered (``hub/ratelimit.py`` says why spacing alone lets a few 429s through).
+        ``Paused`` is raised when flood control holds the bot longer than ``max_pause``.
         """
         if isinstance(pacer, NoPacing):
             return None
@@ -365,9 +335,9 @@ class TelegramChannel(TelegramInbound, Channel):
             if delay > 0:
                 await asyncio.sleep(delay)
         if lane == "urgent":
-            return await pacer.acquire(rates, lane)
+            return await pacer.acquire(rates, lane, max_pause=max_pause)
         async with self._gate():
-            return await pacer.acquire(rates, lane)
+            return await pacer.acquire(rates, lane, max_pause=max_pause)
 
     async def _answered(self, pacer: Pacer, permit: Any, chat: Rate) -> None:
         """Telegram answered: the places in its limits count from now."""
@@ -376,13 +346,17 @@ class TelegramChannel(TelegramInbound, Channel):
         if len(self._chat_ready) > 50_000:
             self._chat_ready = {k: v for k, v in self._chat_ready.items() if v > now}
         if permit is not None:
-            await pacer.release(permit)
+            # A slot given back a moment later only frees a moment later: the limit still holds.
+            task = asyncio.create_task(self._release(pacer, permit))
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
 
-    async def _paused(self, pacer: Pacer, rates: list[Rate]) -> float:
-        """How long Telegram's flood control still holds this bot or this chat (0: not at all)."""
-        if isinstance(pacer, NoPacing):
-            return 0.0
-        return max([await pacer.paused_for(rate.key) for rate in rates])
+    @staticmethod
+    async def _release(pacer: Pacer, permit: Any) -> None:
+        try:
+            await pacer.release(permit)
+        except Exception as exc:  # the slot frees itself after its lease; nothing is lost
+            log.warning("telegram: giving a pacing slot back failed: %r", exc)
 
     async def _flood(self, pacer: Pacer, rates: list[Rate], delay: float) -> None:
         """A 429: hold the chat, and the whole bot in every worker.
@@ -413,15 +387,17 @@ class TelegramChannel(TelegramInbound, Channel):
             return Rejected("empty message")
         markup = self._markup(item.content)
         rates = self.rates(item)
-        paused = await self._paused(pacer, rates)
-        if paused > 1.0:
-            # Flood control holds the bot (another worker drew the 429): back to the schedule at no cost.
-            return RetryLater(f"flood control: bot paused for {paused:.0f}s", delay=paused, provider=True)
         first_id: int | None = None
         for index, part in enumerate(parts):
             attempts = 0
             while True:
-                permit = await self._pace(pacer, rates, item.lane)
+                try:
+                    # Flood control holding the bot (another worker drew the 429) sends a first part back
+                    # to the schedule at no cost; later parts wait, or the text would arrive torn.
+                    permit = await self._pace(pacer, rates, item.lane, 1.0 if index == 0 else None)
+                except Paused as held:
+                    reason = f"flood control: bot paused for {held.seconds:.0f}s"
+                    return RetryLater(reason, delay=held.seconds, provider=True)
                 try:
                     message = await self._bot.send_message(
                         chat_id,
@@ -454,7 +430,7 @@ class TelegramChannel(TelegramInbound, Channel):
                         return Rejected(f"partly sent ({index}/{len(parts)} parts): {exc.message}")
                     return outcome
                 except BaseException:
-                    await asyncio.shield(self._answered(pacer, permit, rates[-1]))
+                    await self._answered(pacer, permit, rates[-1])
                     raise
                 await self._answered(pacer, permit, rates[-1])
                 break

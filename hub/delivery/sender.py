@@ -51,12 +51,8 @@ def cancel_key(prefix: str, message_id: int) -> str:
 
 
 def concurrency(channel: Channel) -> int:
-    """How many sends the adapter has in flight at most in this process (its pool or concurrency)."""
-    declared = getattr(channel.capabilities, "concurrency", None)
-    for value in (declared, getattr(channel, "concurrency", None), getattr(channel, "pool_size", None)):
-        if isinstance(value, int) and value > 0:
-            return value
-    return 4
+    """How many sends the adapter has in flight at most in this process, as its capabilities declare."""
+    return channel.capabilities.concurrency or 4
 
 
 def _slots_of(channel: Channel) -> asyncio.Semaphore:

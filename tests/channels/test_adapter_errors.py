@@ -141,7 +141,7 @@ async def test_matrix_adapter_error_is_rejected_and_logged_once(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import channels.matrix as module
+    import channels.matrix.channel as module
 
     original = module.render
 

@@ -83,7 +83,7 @@ class Deployment:
         timeout: float = 120.0,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `hub --settings FILE ARGS...` as an operator would; ``check`` fails the test on a non-zero exit."""
+        """Run `hub --settings FILE ARGS...` as an operator would; ``check`` fails on a non-zero exit."""
         result = subprocess.run(
             [sys.executable, "-m", "hub.cli", "--settings", str(self.settings_file), *args],
             cwd=self.workdir,

@@ -23,8 +23,8 @@ import redis as redis_sync
 from tests.conftest import PG_URL, free_port
 from tests.deployed.conftest import Deployment
 
-#: Broadcasts the deadlock test drains in one run: 20 locally (the issue's bar), fewer in CI.
-DEADLOCK_RUNS = int(os.environ.get("HUB_TEST_DEADLOCK_RUNS", "3" if os.environ.get("CI") else "20"))
+#: Broadcasts the deadlock test drains in one run; HUB_TEST_DEADLOCK_RUNS=20 is the soak docs/design.md cites.
+DEADLOCK_RUNS = int(os.environ.get("HUB_TEST_DEADLOCK_RUNS", "3"))
 HOURS = {"hours": {"monday": "08:00-11:00", "friday": "08:00-10:00"}, "daily_quota": 50}
 
 
@@ -161,9 +161,9 @@ def test_mail_server_down_for_a_while_then_back_fails_nobody(deployment: Deploym
     shown = announce(deployment)
     worker = deployment.start_worker()
 
-    def tried_during_outage() -> dict[str, int] | None:
-        totals = status(deployment, shown["message_id"])["totals"]
-        return totals if totals["retrying"] + totals["failed"] >= len(addresses) else None
+    def tried_during_outage() -> bool:  # every delivery met the dead server at least once
+        shown_now = status(deployment, shown["message_id"])
+        return shown_now["total"] == len(addresses) and shown_now["totals"]["queued"] == 0
 
     deployment.wait_for(tried_during_outage, 60, "every delivery to meet the outage", worker)
     time.sleep(6)  # several retry rounds against the dead server: 2 attempts would be long spent

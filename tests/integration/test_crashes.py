@@ -33,7 +33,6 @@ QUEUE = {
     "bulk_jobs": 10,
     "urgent_jobs": 10,
 }
-POOL = 4
 #: docs/design.md, "Crashes": each running job has at most ``flush_every`` sends not yet recorded.
 CRASH_BOUND = QUEUE["bulk_jobs"] * QUEUE["flush_every"]
 

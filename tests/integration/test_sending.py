@@ -6,6 +6,7 @@ with an adapter that breaks in ways a real one might (docs/design.md: "The path 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from channels.base import RetryLater, Sent
 from channels.testing import ScriptedChannel
 from hub import announcements, delivery, subscriptions
 from hub.clock import utcnow
-from hub.delivery import drain
+from hub.delivery import drain, sender
 from hub.store.models import Claim, Delivery, Endpoint, Message
 from tests.conftest import make_settings, start_hub
 
@@ -127,3 +128,38 @@ async def test_cancel_clears_rows_stuck_in_sending(shub):
 async def _announcement_of(hub, message_id: int) -> int:
     async with hub.db.session() as session:
         return (await session.get(Message, message_id)).announcement_id
+
+
+async def test_a_worker_whose_lease_ran_out_stops_sending_those_rows(shub, monkeypatch):
+    """Defect 3: renewals stall (a slow database) until the lease runs out and another worker takes the
+    rows; the first worker must not send any of them (no duplicates without a crash)."""
+    shub.settings.queue.lease_seconds = 1.5
+    shub.scripted.delay = 0.1
+    addresses = [f"warga-{i:02d}" for i in range(30)]
+    message_id = await _broadcast(shub, addresses)
+    await delivery.plan_message({"hub": shub}, message_id)
+    async with shub.db.session() as session:
+        ids = sorted(
+            (await session.execute(select(Delivery.id).where(Delivery.message_id == message_id))).scalars()
+        )
+    real_renew = sender.renew_lease
+
+    async def stalled_renewal(hub, token):
+        await asyncio.sleep(3.0)  # the database answers too late: the lease runs out meanwhile
+        return await real_renew(hub, token)
+
+    monkeypatch.setattr(sender, "renew_lease", stalled_renewal)
+    first = asyncio.create_task(delivery.send_batch({"hub": shub, "lane": "bulk"}, "scripted", ids))
+    await asyncio.sleep(1.5)
+    for _ in range(100):  # another worker takes the rows as soon as the lease has run out
+        second = await delivery.claim(shub, ids)
+        if second.items:
+            break
+        await asyncio.sleep(0.1)
+    await first
+
+    taken = {i.address for i in second.items}
+    sent_by_first = {i.address for i in shub.scripted.calls}
+    assert taken, "the lease never ran out: nothing was tested"
+    assert not taken & sent_by_first, "the first worker sent rows another worker had claimed"
+    assert len(sent_by_first) + len(taken) == len(addresses)

@@ -45,7 +45,7 @@ class RecordingPacer:
     async def wait(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
         self.waits.append((list(rates), lane))
 
-    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk", **_: object) -> None:
         await self.wait(rates, lane)
 
     async def release(self, permit: object) -> None:

@@ -76,7 +76,7 @@ class TestPacer:
         for rate in rates:
             self._events[rate.key].append(time.monotonic())
 
-    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk") -> None:
+    async def acquire(self, rates: Sequence[Rate], lane: Lane = "bulk", **_: object) -> None:
         await self.wait(rates, lane)
 
     async def release(self, permit: object) -> None:
