@@ -47,7 +47,12 @@ DEVICE = "HUBBENCH"
 
 
 async def bare_loop(
-    homeserver: str, user_id: str, password: str, rooms: list[str], rounds: int, content: dict[str, Any],
+    homeserver: str,
+    user_id: str,
+    password: str,
+    rooms: list[str],
+    rounds: int,
+    content: dict[str, Any],
     concurrency: int,
 ) -> float:
     """``rounds`` messages to every room with plain ``room_send`` on ``concurrency`` tasks; messages/s."""
@@ -88,12 +93,19 @@ async def _content(hub: Any, message_id: int) -> dict[str, Any]:
     from hub.store.models import Rendering
 
     async with hub.db.session() as session:
-        r = await session.scalar(select(Rendering).where(
-            Rendering.message_id == message_id, Rendering.channel == "matrix", Rendering.locale == "id"))
+        r = await session.scalar(
+            select(Rendering).where(
+                Rendering.message_id == message_id, Rendering.channel == "matrix", Rendering.locale == "id"
+            )
+        )
     assert r is not None
     body, formatted = render(Content(text=r.text, html=r.html))
-    return {"msgtype": "m.notice", "body": body, "format": "org.matrix.custom.html",
-            "formatted_body": formatted}
+    return {
+        "msgtype": "m.notice",
+        "body": body,
+        "format": "org.matrix.custom.html",
+        "formatted_body": formatted,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -138,16 +150,18 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 async def bare_run(label: str) -> None:
                     for tasks in args.bare_concurrency:
                         print(f"   bare loop ({label}): {total:,} messages, {tasks} tasks …", flush=True)
-                        rate = await bare_loop(synapse.base_url, bot.user_id, bot.password, rooms,
-                                               args.rounds, content, tasks)
+                        rate = await bare_loop(
+                            synapse.base_url, bot.user_id, bot.password, rooms, args.rounds, content, tasks
+                        )
                         bare.append((label, tasks, rate))
 
                 await bare_run("before")
                 print(f"   hub: {args.rounds} announcements to {len(rooms)} rooms …", flush=True)
                 start = utcnow()
                 ids = [await publish_free_text(hub, f"Pengumuman {n + 1}") for n in range(args.rounds)]
-                statuses = [await wait_done(hub, m, len(rooms), timeout=args.timeout, label="hub")
-                            for m in ids]
+                statuses = [
+                    await wait_done(hub, m, len(rooms), timeout=args.timeout, label="hub") for m in ids
+                ]
                 end = max([await last_sent_at(hub, m) for m in ids])
                 workers.check()
                 hub_rate = total / (end - start).total_seconds()
@@ -159,10 +173,15 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from channels.matrix import MatrixChannel
 
     queue = make_settings(ov).queue
-    return {"hub_rate": hub_rate, "bare": bare, "total": total, "settings": queue,
-            # claims are capped by the adapter's batch size
-            "batch_size": min(queue.batch_size, MatrixChannel.capabilities.batch_size),
-            "body_chars": len(content["body"])}
+    return {
+        "hub_rate": hub_rate,
+        "bare": bare,
+        "total": total,
+        "settings": queue,
+        # claims are capped by the adapter's batch size
+        "batch_size": min(queue.batch_size, MatrixChannel.capabilities.batch_size),
+        "body_chars": len(content["body"]),
+    }
 
 
 def run(args: argparse.Namespace) -> Result:
@@ -202,7 +221,8 @@ def run(args: argparse.Namespace) -> Result:
         ],
     )
     result.notes.append(
-        "bare loop: " + ", ".join(f"{n} tasks {label} the hub {rate:.0f}/s" for label, n, rate in out["bare"])
+        "bare loop: "
+        + ", ".join(f"{n} tasks {label} the hub {rate:.0f}/s" for label, n, rate in out["bare"])
         + "; "
         f"body {out['body_chars']} characters plus HTML; Synapse on SQLite; bot exempt from rate limits, "
         f"hub pacing at {args.rate:g}/s"
@@ -215,8 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rooms", type=int, default=100, help="rooms (endpoints), each gets every announcement")
     p.add_argument("--rounds", type=int, default=10, help="announcements, each to every room")
     p.add_argument("--concurrency", type=int, default=8, help="the adapter's rooms in flight per batch")
-    p.add_argument("--bare-concurrency", type=lambda v: [int(x) for x in v.split(",")], default=[8, 32],
-                   help="tasks of the bare loop, comma-separated: one run each, before and after the hub")
+    p.add_argument(
+        "--bare-concurrency",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[8, 32],
+        help="tasks of the bare loop, comma-separated: one run each, before and after the hub",
+    )
     p.add_argument("--rate", type=float, default=10_000, help="the hub's pacing, per second")
     p.add_argument("--workers", type=int, default=1, help="hub worker processes")
     p.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")

@@ -113,9 +113,7 @@ def _contacts(hub: Hub, data: CaseInput) -> list[tuple[str, str]]:
     return contacts
 
 
-async def open_case(
-    hub: Hub, office_id: str, data: CaseInput, *, within: Within | None = None
-) -> OpenedCase:
+async def open_case(hub: Hub, office_id: str, data: CaseInput, *, within: Within | None = None) -> OpenedCase:
     """Open a case; ``within`` runs in the same transaction with the answer (see ``Within``)."""
     contacts = _contacts(hub, data)
     pin = "".join(secrets.choice(string.digits) for _ in range(6))

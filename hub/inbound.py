@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, update
 
 from channels.base import Inbound
+from hub.bot import answer
 from hub.clock import utcnow
-from hub.commands import answer
 from hub.context import Hub
 from hub.logs import log
 from hub.store.models import Delivery

@@ -1,6 +1,6 @@
 """What the long-running commands (``hub run``, ``hub worker``) need around the API and the workers.
 
-Kept out of ``hub/cli.py`` so the command definitions stay short: the listening socket (bound before
+Kept out of ``hub/cli/`` so the command definitions stay short: the listening socket (bound before
 anything says "running", so a busy port is one line naming the setting), the end-of-burst summary,
 and the watch for other hubs on the same Redis.
 """

@@ -39,9 +39,7 @@ def install(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         messages = [f"{_where(e)}: {_msg(e)}" for e in errors]
-        return JSONResponse(
-            {"error": "; ".join(messages), "details": jsonable(errors)}, status_code=422
-        )
+        return JSONResponse({"error": "; ".join(messages), "details": jsonable(errors)}, status_code=422)
 
     @app.exception_handler(HubError)
     async def hub_error(request: Request, exc: HubError) -> JSONResponse:

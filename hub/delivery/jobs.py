@@ -186,6 +186,8 @@ async def drain(
                 on_progress(left)
             idle = idle + 1 if not (running or due_jobs or left) else 0
     finally:
-        for t in tasks:
+        # The lanes' loops and, when drain ends early (an error, Ctrl+C), the jobs they started.
+        stopping = [*tasks, *(t for w in workers for t in w.tasks.values())]
+        for t in stopping:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*stopping, return_exceptions=True)

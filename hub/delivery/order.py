@@ -4,7 +4,7 @@ Each reply is a message of its own and urgent jobs run concurrently, so two repl
 overtake each other. The claim holds a reply back while an earlier reply to the same endpoint has not
 been sent yet (its fan-out still running, or its delivery queued, being sent or waiting to retry); the
 held reply's job is queued again a moment later. Earlier means a lower message id: the bot handles one
-chat's messages one at a time (``hub.commands.answer``), so message ids follow the chat's order.
+chat's messages one at a time (``hub.bot.answer``), so message ids follow the chat's order.
 """
 
 from __future__ import annotations

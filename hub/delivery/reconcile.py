@@ -88,7 +88,6 @@ async def messages_to_plan(hub: Hub) -> list[tuple[int, str, bool]]:
     return [(r[0], r[1], r[0] in started or max(r[2] or r[3], r[3]) < stall) for r in rows]
 
 
-
 async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     """Queue again what the database says is due and Redis may have lost; start due scheduled messages."""
     hub: Hub = ctx["hub"]
@@ -106,4 +105,3 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     if batches or planned:
         log.info("reconciled", batches=len(batches), plans=planned)
     return {"batches": len(batches), "plans": planned}
-

@@ -95,9 +95,7 @@ class Database:
                     .values(key="installation_id", value=secrets.token_hex(16))
                     .on_conflict_do_nothing(index_elements=["key"])
                 )
-                value = await session.scalar(
-                    select(KeyValue.value).where(KeyValue.key == "installation_id")
-                )
+                value = await session.scalar(select(KeyValue.value).where(KeyValue.key == "installation_id"))
         return str(value)
 
     async def dispose(self) -> None:

@@ -126,6 +126,10 @@ class Deployment:
         """Start `hub worker`; it is running once the process is up (its jobs wait in Redis meanwhile)."""
         return self._start(["worker", *args], env)
 
+    def start_listen(self, channel: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `hub listen CHANNEL`: the channel's bot on its own, beside workers that send."""
+        return self._start(["listen", channel], env)
+
     def _answers(self, proc: subprocess.Popen[bytes]) -> bool:
         if proc.poll() is not None:
             pytest.fail(f"`hub run` exited with {proc.returncode}:\n{self.log(proc)}")

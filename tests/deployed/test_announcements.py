@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (request bodies and expected errors read better unwrapped)
 """Announcements as staff make them on a running hub: by the HTTP API of `hub run` and by the `hub` CLI.
 
 Defect 1: times come back as given (office time without an offset, the instant with one) in every
@@ -21,7 +20,11 @@ from tests.conftest import ROOT, free_port
 from tests.deployed.conftest import Deployment
 from tests.unit.test_golden import EXAMPLES, GOLDEN
 
-ZONES = {"kota-pekalongan": "Asia/Jakarta", "kota-makassar": "Asia/Makassar", "kota-jayapura": "Asia/Jayapura"}
+ZONES = {
+    "kota-pekalongan": "Asia/Jakarta",
+    "kota-makassar": "Asia/Makassar",
+    "kota-jayapura": "Asia/Jayapura",
+}
 FIELDS = ("publish_at", "valid_from", "valid_until")
 #: (office, times as typed): naive is the office's wall clock; an offset is an instant elsewhere.
 CASES = [
@@ -85,7 +88,9 @@ def test_times_round_trip_through_the_running_hub_and_the_cli(deployment: Deploy
         preview = deployment.api.post("/v1/announcements/preview", json=body, headers=keys[office])
         assert preview.status_code == 200, preview.text
         _same_times(preview.json(), given, office)
-        draft = deployment.api.post("/v1/announcements", json={**body, "action": "draft"}, headers=keys[office])
+        draft = deployment.api.post(
+            "/v1/announcements", json={**body, "action": "draft"}, headers=keys[office]
+        )
         assert draft.status_code == 201, draft.text
         url = f"/v1/announcements/{draft.json()['id']}"
         _same_times(deployment.api.get(url, headers=keys[office]).json(), given, office)
@@ -128,7 +133,9 @@ def test_sms_over_the_segment_limit_is_refused_by_api_and_cli_before_anything_is
         assert (response.status_code, response.json()) == (422, {"error": refused})
     data_file = _write(deployment, "long.json", data)
     for extra in ("--dry-run", "--force", "--draft"):
-        result = deployment.cli("announce", "--topic", "kota-pekalongan", "--data", str(data_file), extra, check=False)
+        result = deployment.cli(
+            "announce", "--topic", "kota-pekalongan", "--data", str(data_file), extra, check=False
+        )
         assert (result.returncode, " ".join(result.stderr.split())) == (1, f"error: {refused}")
     assert _count(deployment, "announcements") == 0 and _count(deployment, "messages") == 0
 

@@ -224,6 +224,7 @@ class FakeTelegram:
         self.webhook_secret: str | None = None
         self.webhook_deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status or 0 on error)
         self._forced: list[tuple[str | None, str, ApiError, list[int]]] = []
+        self._storm: tuple[str, float, int | None] | None = None  # (method, ends at, fixed retry_after)
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -426,6 +427,21 @@ class FakeTelegram:
             skip=skip,
             parameters={"retry_after": retry_after},
         )
+
+    def storm(
+        self, seconds: float, *, retry_after: int | None = None, method: str = "sendMessage"
+    ) -> tuple[float, float]:
+        """Flood control for the next ``seconds``: every ``method`` call is answered 429, whatever the
+        windows say (counted in ``too_many_requests``), as Telegram holds a bot that tripped its limits.
+
+        ``retry_after`` is the whole seconds left of the storm by default; a smaller fixed value makes a
+        client that obeys it meet the storm again, as it does when Telegram extends a flood wait.
+        Returns the storm's start and end on ``time.monotonic()``, the clock of ``SentMessage.at``.
+        """
+        with self._lock:
+            start = time.monotonic()
+            self._storm = (method.lower(), start + seconds, retry_after)
+        return start, start + seconds
 
     # ------------------------------------------------------------------------------------ reading results
 
@@ -673,6 +689,11 @@ class FakeTelegram:
 
     def _check_forced(self, method: str, params: dict[str, Any]) -> None:
         with self._lock:
+            if self._storm is not None and self._storm[0] == method.lower():
+                left = self._storm[1] - time.monotonic()
+                if left > 0:
+                    wait = self._storm[2] or max(1, math.ceil(left))
+                    raise ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
             for entry in self._forced:
                 chat_key, forced_method, error, counters = entry
                 if forced_method != method or counters[1] <= 0:

@@ -81,6 +81,8 @@ async def test_migration_0002_moves_old_announcements_into_the_new_kinds(databas
         for template, data in migrated:
             kinds.validate(template, data)  # each one is valid data of its kind, ready to publish again
         await _alembic(db, "0001", down=True)
-        assert [row for row in await _rows(db)][:1] == OLD[:1]  # restricted visits are closure/restricted again
+        assert [row for row in await _rows(db)][:1] == OLD[
+            :1
+        ]  # restricted visits are closure/restricted again
     finally:
         await db.dispose()

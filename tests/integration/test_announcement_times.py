@@ -33,7 +33,11 @@ from tests.workers import write_settings
 
 ZONES_FILE = ROOT / "tests" / "data" / "offices_wita_wit.toml"
 #: One office per zone: WIB, WITA, WIT.
-OFFICES = {"kota-pekalongan": "Asia/Jakarta", "kota-makassar": "Asia/Makassar", "kota-jayapura": "Asia/Jayapura"}
+OFFICES = {
+    "kota-pekalongan": "Asia/Jakarta",
+    "kota-makassar": "Asia/Makassar",
+    "kota-jayapura": "Asia/Jayapura",
+}
 FIELDS = ("publish_at", "valid_from", "valid_until")
 SMS = {
     "enabled": True,
@@ -217,12 +221,16 @@ def test_times_round_trip_unchanged_through_the_cli(
     assert stored["send_at"] == _instant(when["publish_at"], office)
 
 
-def test_a_valid_until_a_few_hours_ahead_in_office_time_is_accepted(api: TestClient, installation: Installation):
+def test_a_valid_until_a_few_hours_ahead_in_office_time_is_accepted(
+    api: TestClient, installation: Installation
+):
     """Defect 1 as reported: "now + 3 h" in WIT was read as UTC+9 twice and refused as past."""
     office = "kota-jayapura"
     now = datetime.now(ZoneInfo(OFFICES[office])).replace(tzinfo=None, microsecond=0)
     body = {**_body(office, {}), "valid_until": (now + timedelta(hours=3)).isoformat(), "action": "draft"}
-    created = api.post("/v1/announcements", json=body, headers={"Authorization": f"Bearer {installation.keys[office]}"})
+    created = api.post(
+        "/v1/announcements", json=body, headers={"Authorization": f"Bearer {installation.keys[office]}"}
+    )
     assert created.status_code == 201, created.text
 
 
@@ -231,7 +239,8 @@ def test_a_valid_until_a_few_hours_ahead_in_office_time_is_accepted(api: TestCli
 
 LONG = {
     "title": "Perubahan layanan",
-    "text": "Layanan tatap muka di kantor kecamatan dihentikan sementara dan dipusatkan di kantor dinas. " * 4,
+    "text": "Layanan tatap muka di kantor kecamatan dihentikan sementara dan dipusatkan di kantor dinas. "
+    * 4,
 }
 REFUSED = (
     "the sms rendering in 'id' needs 3 segments, more than the 2 allowed (channels.sms.max_segments): "
@@ -239,7 +248,9 @@ REFUSED = (
 )
 
 
-def test_sms_over_the_segment_limit_is_refused_by_the_api(api: TestClient, installation: Installation) -> None:
+def test_sms_over_the_segment_limit_is_refused_by_the_api(
+    api: TestClient, installation: Installation
+) -> None:
     headers = {"Authorization": f"Bearer {installation.keys['kota-pekalongan']}"}
     body = {"template": "free_text", "topics": ["kota-pekalongan"], "data": LONG}
     before = installation.rows("SELECT count(*) FROM announcements")

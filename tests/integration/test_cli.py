@@ -247,9 +247,25 @@ def test_telegram_import_stores_group_chats_as_groups(tmp_path, redis_url, prepa
     path = write_settings(settings, tmp_path / "settings.toml")
     (tmp_path / "chats.csv").write_text("address\n-1001234567890\n-4242\n777000\n")
     result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "--settings", str(path), "subscribers", "import", "chats.csv",
-         "--topic", "kota-serang", "--channel", "telegram", "--confirmed"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "--settings",
+            str(path),
+            "subscribers",
+            "import",
+            "chats.csv",
+            "--topic",
+            "kota-serang",
+            "--channel",
+            "telegram",
+            "--confirmed",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(tmp_path / "hub.db") as db:

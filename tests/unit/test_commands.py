@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.commands import HANDLERS, VOCABULARY, command_of
+from hub.bot import HANDLERS, VOCABULARY, command_of
 
 
 @pytest.mark.parametrize(

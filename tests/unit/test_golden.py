@@ -52,7 +52,10 @@ def _examples() -> dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]]:
     serang = _change("kota-serang", "visits_restricted")
     pekalongan = _change("kota-pekalongan", "hours_changed")
     sukabumi_hours = _change("kota-sukabumi", "hours_changed")
-    march = {"valid_from": datetime(2020, 3, 23, 1, tzinfo=UTC), "valid_until": datetime(2020, 4, 6, 1, tzinfo=UTC)}
+    march = {
+        "valid_from": datetime(2020, 3, 23, 1, tzinfo=UTC),
+        "valid_until": datetime(2020, 4, 6, 1, tzinfo=UTC),
+    }
     contacts = [
         {"service": {"id": "KK dan KTP-el", "en": "KK and KTP-el"}, "number": OFFICES["kota-pekalongan"]["contacts"]["KK dan KTP-el"]},
         {"service": {"id": "pindah datang", "en": "moving in or out"}, "number": OFFICES["kota-pekalongan"]["contacts"]["pindah datang"]},
@@ -241,7 +244,9 @@ def test_applicant_and_system_renderings_match_golden_files(
         "pickup_hours": None, "reason": None, "note": None, "missing_documents": [],
         "reference": "KK-2020-0042", "document": "KK", **values,
     }  # fmt: skip
-    rendered = Renderer(ROOT / "templates").render(group, kind, channel=channel, locale=locale, context=context)
+    rendered = Renderer(ROOT / "templates").render(
+        group, kind, channel=channel, locale=locale, context=context
+    )
     check_golden(GOLDEN / group / kind / f"{name}.{channel}.{locale}.txt", _document(rendered, channel))
 
 

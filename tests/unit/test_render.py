@@ -46,7 +46,9 @@ def test_a_tag_ending_a_line_keeps_its_line_break(renderer):
         "Tautan: {% if url %}{{ url }}{% endif %}\n"
         "Berlaku sampai 6 April."
     )
-    out = renderer.env.from_string(source).render(quota=50, protocol=["masker", "cek suhu"], url="https://x.id")
+    out = renderer.env.from_string(source).render(
+        quota=50, protocol=["masker", "cek suhu"], url="https://x.id"
+    )
     assert out == (
         "Kuota: 50 orang per hari.\n"
         "Protokol kesehatan:\n"
@@ -58,7 +60,9 @@ def test_a_tag_ending_a_line_keeps_its_line_break(renderer):
 
 
 def test_hours_rendered_whole_with_days_collapsed(renderer):
-    hours = {d: "08:00-11:00" for d in ("monday", "tuesday", "wednesday", "thursday")} | {"friday": "08:00-10:00"}
+    hours = {d: "08:00-11:00" for d in ("monday", "tuesday", "wednesday", "thursday")} | {
+        "friday": "08:00-10:00"
+    }
     out = render(
         renderer,
         "hours_changed",
@@ -113,7 +117,11 @@ def test_zones_outside_java():
 
 def test_english_rendering_never_carries_indonesian_text(renderer):
     """Defect 7: a text given in Indonesian only leaves the announcement without an English rendering."""
-    data = {"hours": {"monday": "08:00-11:00"}, "health_protocol": [{"id": "masker", "en": "masks"}], "note": "Bawa KK"}
+    data = {
+        "hours": {"monday": "08:00-11:00"},
+        "health_protocol": [{"id": "masker", "en": "masks"}],
+        "note": "Bawa KK",
+    }
     _, missing = kinds.validate("hours_changed", data, ["id", "en"])
     assert missing == {"en": ["note"]}
     with pytest.raises(RenderError, match="no 'en' text for 'Bawa KK'"):
@@ -138,7 +146,9 @@ def test_staff_text_cannot_run_code(renderer):
     with pytest.raises(SecurityError):
         renderer.env.from_string("{{ ''.__class__.__mro__[1].__subclasses__() }}").render()
     # Values are data, never templates: braces in a citizen-facing text stay braces.
-    out = render(renderer, "free_text", {"title": "Info", "text": "{{ 7*7 }} <script>x</script>"}, "telegram", "id")
+    out = render(
+        renderer, "free_text", {"title": "Info", "text": "{{ 7*7 }} <script>x</script>"}, "telegram", "id"
+    )
     assert out.text == (
         "DINDUKCAPIL KOTA PEKALONGAN\nInfo\n\n{{ 7*7 }} <script>x</script>\n\n"
         "Kirim /berhenti untuk berhenti berlangganan."
@@ -190,7 +200,9 @@ def test_suspension_until_further_notice_with_its_alternative(renderer):
 def test_hours_name_what_is_wrong():
     with pytest.raises(kinds.KindError, match=r"hours: 'pickup' is not a day .* \"service_hours\""):
         kinds.validate("hours_changed", {"hours": {"pickup": "08:00-11:00"}})
-    with pytest.raises(kinds.KindError, match=r"hours: hours for 'senin' must look like 08:00-11:00, not '8-11'"):
+    with pytest.raises(
+        kinds.KindError, match=r"hours: hours for 'senin' must look like 08:00-11:00, not '8-11'"
+    ):
         kinds.validate("hours_changed", {"hours": {"senin": "8-11"}})
 
 

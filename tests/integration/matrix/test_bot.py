@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from hub import announcements, applicants
-from hub.commands import relay_code
+from hub.bot import relay_code
 from hub.context import Hub
 from hub.store.models import CaseEndpoint, Endpoint, Subscription, Topic
 from tests.conftest import start_hub

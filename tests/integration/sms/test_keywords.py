@@ -1,5 +1,5 @@
 """Keywords from phones, end to end: fakesmsc -> Kannel -> sms-service get-url -> the hub's webhook route ->
-the one command implementation in hub/commands.py -> a reply on the urgent lane -> Kannel -> fakesmsc."""
+the one command implementation in hub/bot/ -> a reply on the urgent lane -> Kannel -> fakesmsc."""
 
 from __future__ import annotations
 

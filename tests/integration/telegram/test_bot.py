@@ -10,7 +10,7 @@ import contextlib
 from sqlalchemy import select
 
 from hub import announcements, applicants, delivery, subscriptions
-from hub.commands import relay_code
+from hub.bot import relay_code
 from hub.context import Hub
 from hub.delivery import drain
 from hub.inbound import handle_inbound

@@ -28,7 +28,6 @@ def upgrade() -> None:
     with op.batch_alter_table("message_endpoints", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_message_endpoints_endpoint_id"), ["endpoint_id"], unique=False)
 
-
     # Defect 3: one lease row per claim. Renewing a lease touches this one row, never the delivery rows
     # that outcome recording locks, so renewal and recording cannot deadlock; ``requeued`` makes the
     # reconciler queue a dead claim's rows again once, not on every tick.

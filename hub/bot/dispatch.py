@@ -1,0 +1,107 @@
+"""Answering an inbound record: one chat at a time, each record to its command's handler."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+
+from channels.base import Inbound
+from hub import applicants
+from hub.bot.conversation import Conversation, deactivate
+from hub.bot.mydata import cmd_erase, cmd_mydata
+from hub.bot.offices import cmd_hours, cmd_services
+from hub.bot.relay import cmd_relay
+from hub.bot.subscribe import button, cmd_subscribe, cmd_unsubscribe
+from hub.bot.track import cmd_track
+from hub.bot.vocabulary import command_of
+from hub.context import Hub
+
+#: One lock per chat: a chat's messages are answered one at a time, so its replies are created (and,
+#: by hub.delivery.order, sent) in the order the messages came. Weak values: idle chats cost nothing.
+_CHATS: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+async def answer(hub: Hub, record: Inbound) -> None:
+    """Answer one inbound record; records from the same chat are answered in the order they came."""
+    if record.channel not in hub.channels:
+        return
+    key = (record.channel, record.address)
+    lock = _CHATS.get(key)
+    if lock is None:
+        lock = _CHATS[key] = asyncio.Lock()
+    async with lock:
+        await _answer(hub, record)
+
+
+async def _answer(hub: Hub, record: Inbound) -> None:
+    convo = Conversation(hub, record)
+    if record.kind == "member":
+        if record.text == "added":
+            await convo.reply(convo.t("relay_added"))
+        elif record.text == "removed":
+            await deactivate(hub, record.channel, record.address, "bot removed from the group")
+        return
+    if record.kind == "button":
+        await button(convo, record.data)
+        return
+    if record.kind == "command":
+        found = command_of(record.command)
+        if found is not None:
+            name, language = found
+            if language is not None:
+                convo.locale = language
+            await HANDLERS[name](convo, list(record.args))
+            return
+    if record.kind == "text" and not convo.private:
+        return  # a group's own conversation is none of the bot's business
+    await convo.not_understood()
+
+
+async def cmd_help(convo: Conversation, args: list[str]) -> None:
+    await convo.reply(convo.t("help"))
+
+
+async def cmd_start(convo: Conversation, args: list[str]) -> None:
+    """Welcome; or a deep link's payload: ``c<code>`` links an application, ``t<topic>`` subscribes."""
+    payload = args[0] if args else ""
+    if payload.startswith("c"):
+        try:
+            case = await applicants.link_case(
+                convo.hub,
+                payload,
+                convo.record.channel,
+                convo.record.sender or convo.record.address,
+                locale=convo.locale,
+            )
+        except applicants.ApplicantError:
+            await convo.reply(convo.t("bad_code"))
+            return
+        await convo.reply(
+            convo.t(
+                "linked",
+                document=case.document,
+                reference=case.reference,
+                status=convo.status_word(case.status),
+            )
+        )
+        return
+    if payload.startswith("t"):
+        await cmd_subscribe(convo, [payload[1:]])
+        return
+    await convo.reply(convo.t("welcome") + "\n\n" + convo.t("help"))
+
+
+#: Every command the vocabulary names, and who answers it.
+HANDLERS: dict[str, Callable[[Conversation, list[str]], Awaitable[None]]] = {
+    "start": cmd_start,
+    "langganan": cmd_subscribe,
+    "berhenti": cmd_unsubscribe,
+    "jam": cmd_hours,
+    "layanan": cmd_services,
+    "lacak": cmd_track,
+    "bantuan": cmd_help,
+    "kelurahan": cmd_relay,
+    "dataku": cmd_mydata,
+    "hapus": cmd_erase,
+}

@@ -1,0 +1,142 @@
+"""The long-running processes: `hub worker`, `hub run`, `hub listen`, and `hub reconcile` once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from hub import operate
+from hub.cli.common import app, out, progress_bar, until_signal, with_hub
+from hub.clock import utcnow
+from hub.context import Hub
+from hub.errors import InvalidInput
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Drain what is due, then exit.")] = False,
+) -> None:
+    """Run a worker: both lanes (urgent and bulk) and the reconciler."""
+    from hub.delivery import drain, run_workers
+
+    async def work(hub: Hub) -> None:
+        if not burst:
+            out.print(f"worker started; channels: {', '.join(sorted(hub.channels)) or 'none'}")
+            listeners = [_listen(hub, name) for name in hub.listeners("worker")]
+            watch = operate.watch_redis_neighbours(hub)
+            try:
+                await until_signal(asyncio.gather(operate.supervise(run_workers, hub), *listeners))
+            finally:
+                watch.cancel()
+            return
+        started = utcnow()
+        with progress_bar() as bar:
+            task = bar.add_task("draining", total=0)
+            seen = [0]  # the most work seen at once: the bar's total, never "?"
+
+            def progress(left: int) -> None:
+                seen[0] = max(seen[0], left)
+                bar.update(task, total=seen[0], completed=seen[0] - left)
+
+            await drain(hub, on_progress=progress)
+            counts = await operate.outcomes_since(hub, started)
+            done = max(seen[0], sum(counts.values()))
+            bar.update(task, total=done, completed=done)
+        out.print(operate.summary_line(counts), highlight=False)
+
+    with_hub(work)
+
+
+@app.command()
+def run(
+    host: Annotated[str | None, typer.Option(help="Listen address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default from settings).")] = None,
+) -> None:
+    """API and worker in one process, for a small office. Initialises the database if needed."""
+    import uvicorn
+
+    from hub.api.app import create_app
+    from hub.delivery import run_workers
+
+    async def work(hub: Hub) -> None:
+        settings = hub.settings
+        config = uvicorn.Config(
+            create_app(hub),
+            host=host or settings.api.host,
+            port=port or settings.api.port,
+            log_level=settings.log.level.lower(),
+            lifespan="on",
+        )
+        # Bound before anything says "running": a busy port is one line naming the setting to change.
+        sock = operate.listen_socket(config.host, config.port)
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        watch = operate.watch_redis_neighbours(hub)
+        tasks = [
+            asyncio.ensure_future(server.serve(sockets=[sock])),
+            asyncio.ensure_future(operate.supervise(run_workers, hub)),
+            *[asyncio.ensure_future(_listen(hub, name)) for name in hub.listeners("worker", "listener")],
+        ]
+        out.print(
+            f"hub running on http://{config.host}:{config.port} (API docs at /docs); "
+            f"channels: {', '.join(sorted(hub.channels)) or 'none'}; Ctrl+C stops"
+        )
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        for t in tasks[1:]:
+            t.cancel()
+        watch.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sock.close()
+        for t in tasks:
+            if t.done() and not t.cancelled() and t.exception():
+                raise t.exception()  # type: ignore[misc]
+
+    with_hub(work, migrate=True)
+
+
+async def _listen(hub: Hub, name: str) -> None:
+    from hub.inbound import handle_inbound
+
+    channel = await hub.open_channel(name)
+    await channel.listen(lambda record: handle_inbound(hub, record))
+
+
+@app.command()
+def listen(channel: Annotated[str, typer.Argument(help="Channel to poll, e.g. telegram.")]) -> None:
+    """Receive a channel's inbound messages by polling (for offices without a public address)."""
+
+    async def work(hub: Hub) -> None:
+        where = hub.channel(channel).capabilities.listening
+        if where == "worker":
+            raise InvalidInput(
+                f"{channel} is read by `hub worker` itself (the worker that owns the bot's session "
+                "listens); there is nothing to run separately"
+            )
+        if where == "none" and hub.channel(channel).capabilities.webhooks:
+            raise InvalidInput(
+                f"{channel} has nothing to poll: its inbound arrives at "
+                f"{hub.settings.hub.public_url.rstrip('/')}/v1/channels/{channel}/webhook"
+            )
+        if where == "none":
+            raise InvalidInput(f"{channel} receives nothing: there is nothing to listen to")
+        await until_signal(_listen(hub, channel))
+
+    with_hub(work)
+
+
+@app.command()
+def reconcile() -> None:
+    """Queue again whatever the database says is due (run after Redis was lost, or from cron)."""
+    from hub.delivery import reconcile as reconcile_job
+
+    result = with_hub(lambda hub: reconcile_job({"hub": hub}))
+    out.print(f"queued {result['batches']} batches and {result['plans']} fan-outs")

@@ -1,0 +1,94 @@
+"""Setting a hub up: the database, regions and offices, topics, API keys and relay codes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hub.cli.common import (
+    app,
+    fail,
+    keys_app,
+    migrate_database,
+    out,
+    regions_app,
+    relays_app,
+    settings_from_options,
+    with_hub,
+)
+from hub.context import Hub
+from hub.errors import HubError
+
+
+@app.command()
+def init(
+    sample: Annotated[bool, typer.Option(help="Also load the sample offices (data/offices.toml).")] = False,
+) -> None:
+    """Create or migrate the database (safe to run again)."""
+    settings = settings_from_options()
+    asyncio.run(migrate_database(settings))
+    out.print(f"database ready: {_safe(settings.database.url)}")
+    if sample:
+        regions_load(Path(__file__).resolve().parents[2] / "data" / "offices.toml")
+
+
+def _safe(url: str) -> str:
+    head, sep, tail = url.rpartition("@")
+    return f"{head.split('://')[0]}://***@{tail}" if sep else url
+
+
+@regions_app.command("load")
+def regions_load(
+    file: Annotated[Path, typer.Argument(help="TOML with [[region]] and [[office]] tables.")],
+) -> None:
+    """Load regions, offices and their topics (format of shared/scenarios/offices.toml)."""
+    from hub.regions import load, read_file
+
+    try:
+        data = read_file(file)
+    except HubError as exc:
+        fail(str(exc), exc.exit_code)
+    report = with_hub(lambda hub: load(hub, data), redis=False)
+    out.print(f"loaded {report.regions} regions, {report.offices} offices, {report.topics} new topics")
+
+
+@app.command()
+def topics() -> None:
+    """List topics (the names to subscribe and publish to)."""
+    from sqlalchemy import select
+
+    from hub.store.models import Topic
+
+    async def work(hub: Hub) -> list[Any]:
+        async with hub.db.session() as session:
+            return list((await session.execute(select(Topic).order_by(Topic.slug))).scalars())
+
+    table = Table("topic", "office", "name")
+    for t in with_hub(work, redis=False):
+        table.add_row(t.slug, t.office_id, t.name)
+    out.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    office: Annotated[str, typer.Option(help="Office id the key acts for.")],
+    role: Annotated[str, typer.Option(help="intake (applicant updates) or staff (announcements).")],
+    name: Annotated[str, typer.Option(help="Who uses the key, for the record.")] = "",
+) -> None:
+    """Create an API key. It is shown once; only a hash is stored."""
+    from hub.keys import create_key
+
+    key = with_hub(lambda hub: create_key(hub, office, role, name or role), redis=False)
+    out.print(key, highlight=False)
+
+
+@relays_app.command("code")
+def relays_code(office: Annotated[str, typer.Option(help="Office the group relays for.")]) -> None:
+    """A one-time code; the kelurahan admin sends it in the group (``/kelurahan CODE``)."""
+    from hub.bot import relay_code
+
+    out.print(with_hub(lambda hub: relay_code(hub, office), redis=False), highlight=False)
