@@ -297,21 +297,29 @@ class Batch:
             await asyncio.shield(self._give_back(unsent, stopped))
 
     async def _give_back(self, unsent: list[int], stopped: str) -> None:
-        await self.lease.stop()
-        await self.flush()
+        # Outcomes first, while the lease is still renewed: a renewal the database answers late must
+        # not hold back the write that tells other workers these rows were sent.
         token = self.claimed.token
-        if unsent:
-            if stopped == "cancelled" or (not stopped and self.cancelled):
-                skipped = await skip_unsent(self.hub, token, unsent, "message cancelled")
-                self.counts["skipped"] += skipped
-                log.info("batch_stopped_cancelled", channel=self.name, skipped=skipped)
-            else:
-                released = await release(self.hub, token, unsent, f"not sent: {stopped or 'worker stopping'}")
-                if released:
-                    log.info("batch_released", channel=self.name, rows=len(released), why=stopped or "stop")
-                    with contextlib.suppress(*REDIS_DOWN):  # else the reconciler queues them
-                        await self.hub.queue.send(self.claimed.items[0].lane, self.name, released)
+        try:
+            await self.flush()
+            if unsent:
+                await self._hand_back(unsent, stopped)
+        finally:
+            await self.lease.stop()
         await finish(self.hub, token)
+
+    async def _hand_back(self, unsent: list[int], stopped: str) -> None:
+        token = self.claimed.token
+        if stopped == "cancelled" or (not stopped and self.cancelled):
+            skipped = await skip_unsent(self.hub, token, unsent, "message cancelled")
+            self.counts["skipped"] += skipped
+            log.info("batch_stopped_cancelled", channel=self.name, skipped=skipped)
+            return
+        released = await release(self.hub, token, unsent, f"not sent: {stopped or 'worker stopping'}")
+        if released:
+            log.info("batch_released", channel=self.name, rows=len(released), why=stopped or "stop")
+            with contextlib.suppress(*REDIS_DOWN):  # else the reconciler queues them
+                await self.hub.queue.send(self.claimed.items[0].lane, self.name, released)
 
 
 async def requeue_retries(hub: Hub, retry: list[tuple[int, datetime]]) -> None:
