@@ -217,6 +217,10 @@ class Inbound:
     ``text`` (anything else), ``receipt`` (a delivery report for ``delivery_id``) or ``member`` (the bot
     was added to or removed from a group: ``text`` is ``added`` or ``removed``).
     ``address`` is where a reply goes; ``sender`` identifies the person who wrote.
+    ``sender_is_admin`` says, for a command or button press in a group or channel, whether the sender
+    may manage that chat (a Telegram creator or administrator; on Matrix, power enough to change the
+    room's state): the hub lets only them change what the chat receives. None: not a group record, or
+    the adapter could not find out.
     """
 
     channel: str
@@ -233,6 +237,7 @@ class Inbound:
     receipt_status: Literal["delivered", "failed", ""] = ""
     receipt_token: str = ""
     reply_ref: str = ""
+    sender_is_admin: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +340,24 @@ class Channel(ABC):
         if len(address) <= 4:
             return "***"
         return address[:2] + "***" + address[-2:]
+
+    @staticmethod
+    def mask_phone(number: str) -> str:
+        """``+6281234567890`` → ``+62*******890``: the country code and the last three digits, no more.
+
+        Enough to tell a citizen's numbers apart in logs and on staff screens, far too little to call
+        one; always seven stars, so the mask does not tell the number's length either. Digits without a
+        ``+`` keep only the last three; anything shorter than a phone number or not all digits is ``***``.
+        """
+        from phonenumbers import COUNTRY_CODE_TO_REGION_CODE  # only when a number is masked
+
+        plus = number.startswith("+")
+        digits = number[1:] if plus else number
+        if not digits.isdigit() or len(digits) < 8:
+            return "***"
+        codes = [digits[:n] for n in (1, 2, 3) if int(digits[:n]) in COUNTRY_CODE_TO_REGION_CODE]
+        kept = "+" + codes[0] if plus and codes else ""
+        return f"{kept}*******{digits[-3:]}"
 
     def address_kind(self, address: str) -> EndpointKind:
         """What a normalised address reaches (a person, a group); imports store endpoints by it."""

@@ -122,8 +122,9 @@ class EmailChannel(Channel):
         return result.normalized.lower()
 
     def mask_address(self, address: str) -> str:
-        local, _, domain = address.partition("@")
-        return f"{local[:1]}***@{domain}"
+        """The first character and the domain: ``w***@example.com``."""
+        local, at, domain = address.partition("@")
+        return f"{local[:1]}***@{domain}" if local and at and domain else "***"
 
     # -- connections ------------------------------------------------------------------------------------
 

@@ -2,18 +2,23 @@
 
 The hub keeps the office's reference, the document applied for and a keyed hash of a short PIN; no
 name, no NIK. The receipt carries the reference, the PIN and a deep-link code to follow the case.
+
+The deep-link code (``/start <code>``) stands in for the PIN, so it is held to more: it links one
+private chat, once, within ``LINK_CODE_DAYS`` of the receipt, and only its hash is stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import delivery, signing
@@ -36,6 +41,30 @@ class UnknownCase(ApplicantError, NotFound):
 
 class CaseExists(ApplicantError, Conflict):
     """A case with that reference is already open for the office."""
+
+
+class CodeRefused(ApplicantError):
+    """A deep-link code that links nothing: ``reason`` is ``unknown``, ``used`` or ``expired``."""
+
+    def __init__(self, reason: Literal["unknown", "used", "expired"]) -> None:
+        super().__init__(f"case code {reason}")
+        self.reason = reason
+
+
+#: Days a receipt's deep-link code links a chat; after that the applicant tracks with reference and PIN.
+LINK_CODE_DAYS = 7
+LINK_CODE_CHARS = string.ascii_letters + string.digits
+
+
+def new_link_code() -> str:
+    """``c`` and 16 letters or digits (95 random bits): fits a Telegram ``start`` payload as it is."""
+    return "c" + "".join(secrets.choice(LINK_CODE_CHARS) for _ in range(16))
+
+
+def link_code_hash(code: str) -> str:
+    """What the store keeps of a code. Unkeyed on purpose: the code is random enough that its hash cannot
+    be reversed, and receipts already printed keep working when the deployment secret is rotated."""
+    return hashlib.sha256(code.encode()).hexdigest()
 
 
 #: Runs inside the request's transaction, so what it writes (an idempotency record) commits with the
@@ -96,6 +125,7 @@ class OpenedCase:
     reference: str
     pin: str
     link_code: str
+    link_expires_at: datetime
 
 
 def _contacts(hub: Hub, data: CaseInput) -> list[tuple[str, str]]:
@@ -117,7 +147,9 @@ async def open_case(hub: Hub, office_id: str, data: CaseInput, *, within: Within
     """Open a case; ``within`` runs in the same transaction with the answer (see ``Within``)."""
     contacts = _contacts(hub, data)
     pin = "".join(secrets.choice(string.digits) for _ in range(6))
-    link_code = "c" + secrets.token_urlsafe(12).replace("-", "").replace("_", "")[:15]
+    link_code = new_link_code()
+    opened_at = utcnow()
+    expires = opened_at + timedelta(days=LINK_CODE_DAYS)
     async with hub.db.transaction() as session:
         exists = await session.scalar(
             select(ApplicantCase.id).where(
@@ -131,8 +163,11 @@ async def open_case(hub: Hub, office_id: str, data: CaseInput, *, within: Within
             reference=data.reference,
             document=data.document,
             pin_hash=signing.digest(hub.secret, f"pin:{pin}"),
-            link_code=link_code,
+            link_code_hash=link_code_hash(link_code),
+            link_expires_at=expires,
             locale=data.locale,
+            created_at=opened_at,
+            updated_at=opened_at,
         )
         session.add(case)
         await session.flush()
@@ -140,7 +175,7 @@ async def open_case(hub: Hub, office_id: str, data: CaseInput, *, within: Within
             endpoint = await endpoint_for(session, channel, address, locale=data.locale)
             if await session.get(CaseEndpoint, (case.id, endpoint.id)) is None:
                 session.add(CaseEndpoint(case_id=case.id, endpoint_id=endpoint.id))
-        opened = OpenedCase(case.id, data.reference, pin, link_code)
+        opened = OpenedCase(case.id, data.reference, pin, link_code, expires)
         if within is not None:
             await session.flush()
             await within(session, {"case": opened})
@@ -202,16 +237,58 @@ async def post_update(
 async def link_case(
     hub: Hub, link_code: str, channel: str, address: str, *, locale: str = "id"
 ) -> ApplicantCase:
-    """Attach a channel endpoint to a case via the receipt's deep-link code (``/start <code>``)."""
+    """Attach a person's chat to a case with the receipt's deep-link code (``/start <code>``), once.
+
+    The code is spent by the same statement that checks it, so of any number of chats using one code at
+    once exactly one is linked; the others, and every later use, get ``CodeRefused("used")``. Only call
+    this for a private chat (the bot refuses codes in groups and voids them: ``void_link_code``).
+    """
+    now = utcnow()
+    digest = link_code_hash(link_code.strip())
     async with hub.db.transaction() as session:
-        case = await session.scalar(select(ApplicantCase).where(ApplicantCase.link_code == link_code))
+        spent = await session.execute(
+            update(ApplicantCase)
+            .where(
+                ApplicantCase.link_code_hash == digest,
+                ApplicantCase.link_used_at.is_(None),
+                ApplicantCase.link_expires_at > now,
+            )
+            .values(link_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        case = await session.scalar(select(ApplicantCase).where(ApplicantCase.link_code_hash == digest))
         if case is None:
-            raise ApplicantError("unknown case code")
-        endpoint = await endpoint_for(session, channel, address, locale=locale)
-        linked = await session.get(CaseEndpoint, (case.id, endpoint.id))
-        if linked is None:
-            session.add(CaseEndpoint(case_id=case.id, endpoint_id=endpoint.id))
+            raise CodeRefused("unknown")
+        if not spent.rowcount:
+            raise CodeRefused("used" if case.link_used_at is not None else "expired")
+        await _attach(session, case.id, channel, address, locale)
         return case
+
+
+async def void_link_code(hub: Hub, link_code: str) -> None:
+    """Spend a code that was shown where others could read it (a group), so no one else can use it."""
+    async with hub.db.transaction() as session:
+        await session.execute(
+            update(ApplicantCase)
+            .where(
+                ApplicantCase.link_code_hash == link_code_hash(link_code.strip()),
+                ApplicantCase.link_used_at.is_(None),
+            )
+            .values(link_used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def link_endpoint(hub: Hub, case_id: int, channel: str, address: str, *, locale: str = "id") -> None:
+    """Attach a chat to a case its owner has proven (reference and PIN); the receipt's code stays as is."""
+    async with hub.db.transaction() as session:
+        await _attach(session, case_id, channel, address, locale)
+
+
+async def _attach(session: AsyncSession, case_id: int, channel: str, address: str, locale: str) -> None:
+    endpoint = await endpoint_for(session, channel, address, locale=locale)
+    if await session.get(CaseEndpoint, (case_id, endpoint.id)) is None:
+        session.add(CaseEndpoint(case_id=case_id, endpoint_id=endpoint.id))
 
 
 async def track(hub: Hub, reference: str, pin: str) -> ApplicantCase | None:

@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 from channels.base import Channel, load_channel_class
 from hub import queue as queue_mod
 from hub.errors import InvalidInput
+from hub.logs import redact_values
 from hub.ratelimit import RedisPacer
 from hub.render import Renderer
 from hub.settings import Settings
@@ -101,6 +102,7 @@ async def build_hub(
         schema=schema or settings.database.schema_name or None,
     )
     secret = await db.secret_key(settings.hub.secret_key)
+    redact_values(secret.decode())  # a key made by `hub init` is as secret as one in the settings
     installation_id = await db.installation_id()
     if not settings.redis.key_prefix:  # default: a namespace of this installation's own
         redis_section = settings.redis.model_copy(

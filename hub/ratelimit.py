@@ -189,3 +189,58 @@ class RedisPacer:
         """Seconds the pause on ``key`` still holds (0 when there is none)."""
         left = await self.redis.pttl(self.prefix + key + ":pause")
         return max(0.0, (left or 0) / 1000.0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Limits on clients (abuse of public forms, API-key guessing): N events per sliding window
+
+_WINDOW = """
+-- KEYS[1]: the sorted set of one client's events. ARGV: limit, window ms, 'take' | 'peek', member.
+-- Returns 0 when one more event is allowed (and, for 'take', recorded), else the ms until one is.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+  return math.max(1, math.ceil(oldest + window - now))
+end
+if ARGV[3] == 'take' then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+return 0
+"""
+
+
+class SlidingWindow:
+    """At most ``limit`` events per ``window`` seconds for each client, counted in Redis by one script.
+
+    Every process shares the counts, and the check and the count are one atomic step, so concurrent
+    requests cannot slip past the limit together. The window slides (no burst of twice the limit at
+    a boundary) and runs on Redis' clock. ``who`` should not be personal data in clear (pass a keyed
+    hash of an address, not the address).
+    """
+
+    def __init__(self, redis: Redis, prefix: str, name: str, limit: int, window: float) -> None:
+        self.prefix = f"{prefix}:limit:{name}:"
+        self.limit = limit
+        self.window_ms = max(1, int(window * 1000))
+        self.redis = redis
+
+    async def take(self, who: str) -> float:
+        """Count one event for ``who`` if the limit allows: 0.0, else the seconds until it would."""
+        return await self._run(who, "take")
+
+    async def wait_for(self, who: str) -> float:
+        """Seconds until ``who`` may have one more event (0.0: now); counts nothing."""
+        return await self._run(who, "peek")
+
+    async def _run(self, who: str, mode: str) -> float:
+        # EVAL rather than a registered script: one call, and a Redis that is down fails it at once.
+        member = os.urandom(8).hex()
+        wait_ms = int(
+            await self.redis.eval(_WINDOW, 1, self.prefix + who, self.limit, self.window_ms, mode, member)
+        )
+        return wait_ms / 1000.0

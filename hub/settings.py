@@ -84,9 +84,15 @@ class ApiSection(BaseModel):
     idempotency_ttl_hours: int = 24
 
 
+_LEVEL = r"(?i)^(debug|info|warning|error|critical)$"
+
+
 class LogSection(BaseModel):
-    level: str = "INFO"
+    #: The hub's own messages. Libraries stay at ``libraries`` even at DEBUG: at DEBUG they log bot
+    #: tokens, request URLs and whole messages, so lower it only to debug a library, never in production.
+    level: str = Field(default="INFO", pattern=_LEVEL)
     json_logs: bool = Field(default=False, alias="json")
+    libraries: str = Field(default="WARNING", pattern=_LEVEL)
 
 
 class Settings(BaseSettings):

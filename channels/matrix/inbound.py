@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nio import (
     InviteMemberEvent,
     JoinError,
+    RoomGetStateResponse,
     RoomMemberEvent,
     RoomMessageText,
     SyncResponse,
@@ -54,6 +56,36 @@ def parse_command(body: str) -> tuple[str, tuple[str, ...], str] | None:
 def server_of(matrix_id: str) -> str:
     """The server name of a user id, alias or room id ('' for a server-less room id)."""
     return matrix_id.split(":", 1)[1].lower() if ":" in matrix_id else ""
+
+
+def _level(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def may_manage(state: Sequence[Mapping[str, Any]], user_id: str) -> bool:
+    """Whether ``user_id`` may manage a room with this state: a creator of the room, or someone whose
+    power level reaches ``state_default``, the level needed to change the room's state.
+
+    Creators are the sender of ``m.room.create`` (``creator`` in its content before room version 11,
+    plus ``additional_creators`` from version 12, where creators stand above every power level). With
+    no ``m.room.power_levels`` event at all, the spec gives everyone level 0 and state_default 0.
+    """
+    events = {(e.get("type"), e.get("state_key")): e for e in state}
+    create = events.get(("m.room.create", ""), {})
+    content = create.get("content") or {}
+    creators = {create.get("sender"), content.get("creator"), *(content.get("additional_creators") or [])}
+    if user_id in creators:
+        return True
+    levels = events.get(("m.room.power_levels", ""))
+    if levels is None:
+        return True
+    power = levels.get("content") or {}
+    users = power.get("users") or {}
+    own = _level(users.get(user_id, power.get("users_default", 0)), 0)
+    return own >= _level(power.get("state_default", 50), 50)
 
 
 class MatrixInbound(MatrixSession):
@@ -208,6 +240,9 @@ class MatrixInbound(MatrixSession):
                 inbound = self._inbound_for(event, room_id, client.user_id)
                 if inbound is None:
                     continue
+                if inbound.chat_kind == "group" and inbound.kind == "command" and inbound.sender:
+                    admin = await self._sender_is_admin(room_id, inbound.sender)
+                    inbound = dataclasses.replace(inbound, sender_is_admin=admin)
                 if (
                     inbound.chat_kind == "person"
                     and inbound.kind != "member"
@@ -241,6 +276,20 @@ class MatrixInbound(MatrixSession):
                         text="removed",
                     ),
                 )
+
+    async def _sender_is_admin(self, room_id: str, user_id: str) -> bool | None:
+        """Whether the sender of a command in a room may manage it, from the room's state as the
+        homeserver holds it now; None when it cannot be read (the hub then refuses what needs an admin)."""
+        client = await self._client()
+        try:
+            resp = await client.room_get_state(room_id)
+        except _NETWORK_ERRORS as exc:
+            log.warning("matrix: reading the state of %s failed: %r", room_id, exc)
+            return None
+        if not isinstance(resp, RoomGetStateResponse):
+            log.warning("matrix: reading the state of %s failed: %s", room_id, resp)
+            return None
+        return may_manage(resp.events, user_id)
 
     def _inbound_for(self, event: Any, room_id: str, own_id: str) -> Inbound | None:
         """One timeline event of a joined room as an inbound record, or None if it is not for the hub."""

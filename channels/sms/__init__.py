@@ -181,7 +181,7 @@ class SmsChannel(Channel):
         return normalize_msisdn(raw)
 
     def mask_address(self, address: str) -> str:
-        return mask_msisdn(address)
+        return self.mask_phone(address)
 
     def prepare_text(self, text: str) -> str:
         """The text as it will go over the air (transliterated to GSM-7 when configured and possible)."""
@@ -306,13 +306,13 @@ class SmsChannel(Channel):
 
     def _handle_dlr(self, query: Mapping[str, str]) -> list[Inbound]:
         raw_id, token = query.get("d", ""), query.get("t", "")
-        if not raw_id.isdigit():
+        if not (raw_id.isascii() and raw_id.isdigit()):
             raise WebhookRejected("SMS delivery report without a valid delivery id")
         delivery_id = int(raw_id)
         if not hmac.compare_digest(token.encode(), self.dlr_token(delivery_id).encode()):
             raise WebhookRejected("SMS delivery report with a wrong token")
         raw_type = query.get("s", "")
-        status = DLR_STATUS.get(int(raw_type)) if raw_type.isdigit() else None
+        status = DLR_STATUS.get(int(raw_type)) if raw_type.isascii() and raw_type.isdigit() else None
         if status is None:
             return []  # intermediate (queued / accepted by SMSC) or a gateway that gave no type
         return [Inbound(channel=self.name, kind="receipt", delivery_id=delivery_id, receipt_status=status)]

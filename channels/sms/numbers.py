@@ -12,7 +12,7 @@ import re
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
-from channels.base import InvalidAddress
+from channels.base import Channel, InvalidAddress
 
 _SEPARATORS = re.compile(r"[\s\-.()/]")
 _ALLOWED = re.compile(r"^\+?\d+$")
@@ -60,7 +60,5 @@ def normalize_msisdn(raw: str) -> str:
 
 
 def mask_msisdn(address: str) -> str:
-    """``+6281234565678`` → ``+62812****5678``: enough to tell numbers apart in logs, not enough to call."""
-    if len(address) < 11:
-        return "***" + address[-2:] if len(address) > 4 else "***"
-    return address[:6] + "****" + address[-4:]
+    """``+6281234565678`` → ``+62*******678``: the country code and the last three digits, no more."""
+    return Channel.mask_phone(address)

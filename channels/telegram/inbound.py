@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -27,6 +28,10 @@ log = logging.getLogger("channels.telegram")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ("message", "channel_post", "callback_query", "my_chat_member")
+
+
+#: Who may manage a group: its creator and its administrators (Bot API ``ChatMember.status``).
+ADMIN_STATUSES = (ChatMember.OWNER, ChatMember.ADMINISTRATOR)
 
 
 def _present(member: ChatMember) -> bool:
@@ -109,6 +114,7 @@ class TelegramInbound:
             "chat_kind": self._chat_kind(chat),
             "locale": self._locale(sender),
             "reply_ref": str(message.message_id),
+            "sender_is_admin": self._admin_by_message(message),
         }
         stripped = text.strip()
         if stripped.startswith("/") and len(stripped) > 1 and not stripped[1].isspace():
@@ -118,6 +124,38 @@ class TelegramInbound:
                 return []  # a command for another bot in the same group
             return [Inbound(kind="command", command=name.lower(), args=tuple(args), text=text, **common)]
         return [Inbound(kind="text", text=text, **common)]
+
+    @staticmethod
+    def _admin_by_message(message: Message) -> bool | None:
+        """What the message itself proves: only admins post in a channel, and a message sent as the group
+        itself (``sender_chat`` is the chat) comes from an anonymous administrator. None: ask Telegram."""
+        if message.chat.type == Chat.CHANNEL:
+            return True
+        if message.sender_chat is not None and message.sender_chat.id == message.chat.id:
+            return True
+        return None
+
+    async def _with_admins(self, records: list[Inbound]) -> list[Inbound]:
+        """Group commands and button presses, with whether their sender is an admin (getChatMember).
+
+        A failed look-up leaves None, which the hub treats as "not shown to be an admin".
+        """
+        found = []
+        for record in records:
+            if (
+                record.chat_kind == "group"
+                and record.kind in ("command", "button")
+                and record.sender_is_admin is None
+                and record.sender.lstrip("-").isdigit()
+            ):
+                try:
+                    member = await self._bot.get_chat_member(int(record.address), int(record.sender))
+                except TelegramError as exc:
+                    log.warning("telegram: getChatMember failed: %s", exc)
+                else:
+                    record = dataclasses.replace(record, sender_is_admin=member.status in ADMIN_STATUSES)
+            found.append(record)
+        return found
 
     def _from_update(self, update: Update) -> tuple[list[Inbound], str | None]:
         """Records for one update, and the callback query id the caller must answer, if any."""
@@ -166,7 +204,7 @@ class TelegramInbound:
             log.exception("telegram: update %s could not be read", data.get("update_id"))
             return []
         await self._answer(query_id)
-        return records
+        return await self._with_admins(records)
 
     async def handle_webhook(self, request: WebhookRequest) -> tuple[list[Inbound], WebhookResponse]:
         if not self.webhook_secret:
@@ -212,7 +250,7 @@ class TelegramInbound:
                 try:
                     records, query_id = self._from_update(update)
                     await self._answer(query_id)
-                    for record in records:
+                    for record in await self._with_admins(records):
                         await sink(record)
                 except Exception:
                     log.exception("telegram: update %s could not be handled", update.update_id)

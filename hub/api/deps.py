@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.api import limits
 from hub.applicants import Within
 from hub.clock import utcnow
 from hub.context import Hub
@@ -27,20 +28,93 @@ def get_hub(request: Request) -> Hub:
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
+async def refuse_bad_text(request: Request) -> None:
+    """Refuse (422) a request whose path, query, headers or JSON body hold a NUL or a lone surrogate.
+
+    PostgreSQL cannot store either in a text column and would fail the request with a 500; SQLite
+    would keep them and give them back to staff screens. No field of this API may hold one.
+    """
+    where = _bad_text_in(request)
+    if where is None:
+        body = await request.body()
+        if body:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = body.decode("latin-1")
+            where = _bad_text(parsed, "")
+            if where == "":
+                where = "body"
+    if where is not None:
+        raise HTTPException(
+            422, f"{where}: holds a NUL character or an unpaired surrogate, which no field may contain"
+        )
+
+
+def _bad_text_in(request: Request) -> str | None:
+    for name, value in request.path_params.items():
+        if _bad(str(value)):
+            return f"path.{name}"
+    if _bad(request.url.path):
+        return "path"
+    for name, value in request.query_params.multi_items():
+        if _bad(name) or _bad(value):
+            return f"query.{name}"
+    for name, value in request.headers.items():
+        if _bad(value):
+            return f"header.{name}"
+    return None
+
+
+def _bad_text(value: Any, where: str) -> str | None:
+    """The dotted path (``contacts.0.address``) of the first bad string in a parsed JSON body."""
+    if isinstance(value, str):
+        return where if _bad(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and _bad(key):
+            return inner
+        found = _bad_text(item, inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _bad(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def api_key(
+    request: Request,
     hub: HubDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> ApiKey:
+    """The caller's key; a client that presented too many wrong keys lately gets 429 (``limits``)."""
     presented = x_api_key or (
         authorization[7:] if authorization and authorization.startswith("Bearer ") else None
     )
     if not presented:
         raise HTTPException(401, "missing API key (header 'Authorization: Bearer <key>' or 'X-API-Key')")
-    key = await authenticate(hub, presented)
+    who = limits.client(hub, request)
+    await limits.key_guesses_left(hub, who)
+    key = await authenticate(hub, presented) if _plausible_key(presented) else None
     if key is None:
+        await limits.wrong_key(hub, who)
         raise HTTPException(401, "API key not recognised or revoked")
     return key
+
+
+def _plausible_key(presented: str) -> bool:
+    """Keys are ``hub_<prefix>_<secret>`` in ASCII: anything else is wrong without a database lookup."""
+    return presented.isascii() and presented.isprintable() and len(presented) <= 200
 
 
 def role(*allowed: str) -> Callable[[ApiKey], Awaitable[ApiKey]]:

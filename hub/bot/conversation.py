@@ -41,6 +41,20 @@ class Conversation:
     def private(self) -> bool:
         return self.record.chat_kind == "person"
 
+    async def may_change_group(self) -> bool:
+        """Whether the sender may change what this chat receives or is; says why not when they may not.
+
+        Anyone may in their own chat; in a group only its admins, as the channel's adapter found them
+        (``Inbound.sender_is_admin``). When the adapter could not tell, the answer is no, for now.
+        """
+        if self.private or self.record.sender_is_admin:
+            return True
+        if self.record.sender_is_admin is None:
+            await self.reply(self.t("admin_unknown"))
+        else:
+            await self.reply(self.t("admins_only"))
+        return False
+
     async def person(self) -> Endpoint:
         """The citizen's own endpoint (a person's address, not the group they wrote in)."""
         async with self.hub.db.transaction() as session:

@@ -17,6 +17,10 @@ from hub.bot.track import cmd_track
 from hub.bot.vocabulary import command_of
 from hub.context import Hub
 
+#: Commands that change what a group receives or what it is: in a group only its admins may send them
+#: (and press the subscription buttons). Commands that only read (``jam``, ``layanan``) stay open to all.
+GROUP_ADMIN_COMMANDS = frozenset({"langganan", "berhenti", "kelurahan", "hapus"})
+
 #: One lock per chat: a chat's messages are answered one at a time, so its replies are created (and,
 #: by hub.delivery.order, sent) in the order the messages came. Weak values: idle chats cost nothing.
 _CHATS: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
@@ -43,7 +47,8 @@ async def _answer(hub: Hub, record: Inbound) -> None:
             await deactivate(hub, record.channel, record.address, "bot removed from the group")
         return
     if record.kind == "button":
-        await button(convo, record.data)
+        if await convo.may_change_group():
+            await button(convo, record.data)
         return
     if record.kind == "command":
         found = command_of(record.command)
@@ -51,7 +56,11 @@ async def _answer(hub: Hub, record: Inbound) -> None:
             name, language = found
             if language is not None:
                 convo.locale = language
-            await HANDLERS[name](convo, list(record.args))
+            args = list(record.args)
+            subscribes = name == "start" and bool(args) and args[0].startswith("t")
+            if (name in GROUP_ADMIN_COMMANDS or subscribes) and not await convo.may_change_group():
+                return
+            await HANDLERS[name](convo, args)
             return
     if record.kind == "text" and not convo.private:
         return  # a group's own conversation is none of the bot's business
@@ -66,30 +75,44 @@ async def cmd_start(convo: Conversation, args: list[str]) -> None:
     """Welcome; or a deep link's payload: ``c<code>`` links an application, ``t<topic>`` subscribes."""
     payload = args[0] if args else ""
     if payload.startswith("c"):
-        try:
-            case = await applicants.link_case(
-                convo.hub,
-                payload,
-                convo.record.channel,
-                convo.record.sender or convo.record.address,
-                locale=convo.locale,
-            )
-        except applicants.ApplicantError:
-            await convo.reply(convo.t("bad_code"))
-            return
-        await convo.reply(
-            convo.t(
-                "linked",
-                document=case.document,
-                reference=case.reference,
-                status=convo.status_word(case.status),
-            )
-        )
+        await _start_case(convo, payload)
         return
     if payload.startswith("t"):
         await cmd_subscribe(convo, [payload[1:]])
         return
     await convo.reply(convo.t("welcome") + "\n\n" + convo.t("help"))
+
+
+async def _start_case(convo: Conversation, code: str) -> None:
+    """A receipt's code links the private chat it is sent in, once; in a group it links nothing.
+
+    A code typed in a group has been read by the group: it is voided, and the answer is the same whether
+    the code was valid or not, so the group learns nothing of the case.
+    """
+    if not convo.private:
+        await applicants.void_link_code(convo.hub, code)
+        await convo.reply(convo.t("code_private"))
+        return
+    try:
+        case = await applicants.link_case(
+            convo.hub,
+            code,
+            convo.record.channel,
+            convo.record.sender or convo.record.address,
+            locale=convo.locale,
+        )
+    except applicants.CodeRefused as refused:
+        texts = {"used": convo.t("code_used"), "expired": convo.t("code_expired")}
+        await convo.reply(texts.get(refused.reason) or convo.t("bad_code"))
+        return
+    await convo.reply(
+        convo.t(
+            "linked",
+            document=case.document,
+            reference=case.reference,
+            status=convo.status_word(case.status),
+        )
+    )
 
 
 #: Every command the vocabulary names, and who answers it.

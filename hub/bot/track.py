@@ -44,7 +44,7 @@ async def _track(convo: Conversation, args: list[str], *, to: Endpoint) -> None:
         log.info("track_failed", channel=convo.record.channel, sender=sender)
         await convo.reply(convo.t("track_wrong"), to=to)
         return
-    await applicants.link_case(hub, case.link_code, convo.record.channel, to.address, locale=convo.locale)
+    await applicants.link_endpoint(hub, case.id, convo.record.channel, to.address, locale=convo.locale)
     await convo.reply(
         convo.t(
             "track_status",

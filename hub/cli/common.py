@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hub.context import Hub, build_hub
 from hub.errors import HubError, Unavailable
 from hub.logs import configure as configure_logs
+from hub.logs import secret_values
 from hub.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -55,7 +56,7 @@ def settings_from_options() -> Settings:
         loaded = load_settings(State.settings_path)
     except (FileNotFoundError, HubError) as exc:  # HubError: a setting that does not fit, named
         fail(str(exc))
-    configure_logs(loaded.log.level, loaded.log.json_logs)
+    configure_logs(loaded.log.level, loaded.log.json_logs, loaded.log.libraries, secret_values(loaded))
     return loaded
 
 

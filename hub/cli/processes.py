@@ -67,7 +67,10 @@ def run(
             create_app(hub),
             host=host or settings.api.host,
             port=port or settings.api.port,
-            log_level=settings.log.level.lower(),
+            # uvicorn's loggers go through the hub's handler (hub/logs.py): its access lines lose query
+            # strings and link tokens, and its own messages follow log.libraries.
+            log_config=None,
+            log_level=None,
             lifespan="on",
         )
         # Bound before anything says "running": a busy port is one line naming the setting to change.

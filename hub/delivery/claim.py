@@ -130,7 +130,7 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
                 reason = "message cancelled"
             elif row.not_after is not None and row.not_after <= now:
                 reason = "message expired (valid-until passed)"
-            elif not row.endpoint_active:
+            elif not row.endpoint_active and row.message_kind != "confirmation":
                 reason = "endpoint inactive"
             if reason:
                 skip[row.delivery_id] = reason

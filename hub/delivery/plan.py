@@ -80,6 +80,8 @@ def _audience(message: Message, after: int, upto: int | None = None) -> Any:
         )
         return query if upto is None else query.where(Subscription.endpoint_id <= upto)
     # Applicant updates, confirmations and replies name their endpoints (topics there are context only).
+    # A confirmation goes to an inactive (bounced) address too: a fresh confirmation is how it returns.
+    active = [] if message.kind == "confirmation" else [Endpoint.active == true()]
     query = (
         select(
             Endpoint.id.label("endpoint_id"),
@@ -87,7 +89,7 @@ def _audience(message: Message, after: int, upto: int | None = None) -> Any:
             cast(null(), Integer).label("topic_id"),
         )
         .join(MessageEndpoint, MessageEndpoint.endpoint_id == Endpoint.id)
-        .where(MessageEndpoint.message_id == message.id, Endpoint.active == true(), Endpoint.id > after)
+        .where(MessageEndpoint.message_id == message.id, Endpoint.id > after, *active)
     )
     return query if upto is None else query.where(Endpoint.id <= upto)
 

@@ -91,6 +91,11 @@ class Endpoint(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     deactivated_reason: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: When the endpoint last changed (deactivated by a bounce, a complaint or a blocked bot, reactivated,
+    #: moved): a confirmation link made before this revives nothing (``hub.subscriptions.confirm``). Set on
+    #: every UPDATE of the row, whoever makes it, so no path that deactivates an endpoint can forget it.
+    #: Null only on rows older than the column (no link that carries a time is older than them).
+    state_changed_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class Subscription(Base):
@@ -106,6 +111,10 @@ class Subscription(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: When ``state`` last really changed (asking again while pending is no change): a confirmation link
+    #: made before this confirms nothing (``hub.subscriptions.confirm``). Null only on rows older than
+    #: the column.
+    state_changed_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
 
 
 class Announcement(Base):
@@ -127,14 +136,24 @@ class Announcement(Base):
 
 
 class ApplicantCase(Base):
+    """An applicant's case. The receipt's PIN and deep-link code are printed, never stored: only hashes."""
+
     __tablename__ = "applicant_cases"
-    __table_args__ = (UniqueConstraint("office_id", "reference", name="uq_case_reference"),)
+    __table_args__ = (
+        UniqueConstraint("office_id", "reference", name="uq_case_reference"),
+        UniqueConstraint("link_code_hash", name="uq_case_link_code_hash"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     office_id: Mapped[str] = mapped_column(ForeignKey("offices.id"), index=True)
     reference: Mapped[str] = mapped_column(String(64))
     document: Mapped[str] = mapped_column(String(64))
     pin_hash: Mapped[str] = mapped_column(String(128))
-    link_code: Mapped[str] = mapped_column(String(64), unique=True)
+    #: SHA-256 (hex) of the receipt's deep-link code; the code links one private chat, once, until
+    #: ``link_expires_at`` (hub.applicants.link_case).
+    link_code_hash: Mapped[str] = mapped_column(String(64))
+    link_expires_at: Mapped[datetime] = mapped_column(DateTime)
+    #: When the code was used (or shown in a group, which voids it); a used code links nothing more.
+    link_used_at: Mapped[datetime | None] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(32), default="received")
     locale: Mapped[str] = mapped_column(String(8), default="id")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -13,6 +13,9 @@ Typical use::
     assert [m.text for m in fake.messages(1001)] == ["halo"]
     assert fake.too_many_requests == 0
     fake.stop()
+
+Groups know their members (``add_group(..., creator=, admins=)``, ``set_member``; whoever writes in a group
+is a member from then on), so ``getChatMember`` and ``getChatAdministrators`` answer as Telegram does.
 """
 
 from __future__ import annotations
@@ -42,6 +45,39 @@ SUPPORTED_TAGS = {
 }  # fmt: skip
 CANT_PARSE = "Bad Request: can't parse entities: "
 NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+#: ``ChatMember.status`` values of the Bot API ("creator" is the owner, "kicked" a banned member).
+MEMBER_STATUSES = ("creator", "administrator", "member", "restricted", "left", "kicked")
+#: The user Telegram shows as the sender of an anonymous administrator's message in a group.
+GROUP_ANONYMOUS_BOT = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
+
+
+def member_json(user: dict[str, Any], status: str) -> dict[str, Any]:
+    """A ChatMember object as the Bot API documents it for ``status`` (every field it requires)."""
+    if status not in MEMBER_STATUSES:
+        raise ValueError(f"unknown chat member status {status!r}")
+    data: dict[str, Any] = {"user": user, "status": status}
+    if status == "creator":
+        data["is_anonymous"] = False
+    elif status == "administrator":
+        rights = ("can_manage_chat", "can_delete_messages", "can_manage_video_chats",
+                  "can_restrict_members", "can_change_info", "can_invite_users")  # fmt: skip
+        data.update({right: True for right in rights}, can_be_edited=False, is_anonymous=False)
+        data.update(can_promote_members=False, can_post_stories=False, can_edit_stories=False)
+        data.update(can_delete_stories=False)
+    elif status == "restricted":
+        rights = ("can_send_messages", "can_send_audios", "can_send_documents", "can_send_photos",
+                  "can_send_videos", "can_send_video_notes", "can_send_voice_notes", "can_send_polls",
+                  "can_send_other_messages", "can_add_web_page_previews", "can_change_info",
+                  "can_invite_users", "can_pin_messages", "can_manage_topics", "can_edit_tag")  # fmt: skip
+        data.update({right: False for right in rights}, is_member=True, until_date=0)
+    elif status == "kicked":
+        data["until_date"] = 0
+    return data
 
 
 class ApiError(Exception):
@@ -66,6 +102,8 @@ class FakeChat:
     username: str | None = None
     language_code: str | None = None
     migrate_to: int | None = None
+    #: A group's or channel's members by user id, with their ``ChatMember.status``.
+    members: dict[int, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "type": self.type}
@@ -377,8 +415,38 @@ class FakeTelegram:
         with self._lock:
             self._chats[str(user_id)].state = "ok"
 
-    def add_group(self, chat_id: int, *, title: str = "Kelurahan", supergroup: bool = False) -> FakeChat:
-        return self._add(FakeChat(chat_id, "supergroup" if supergroup else "group", title=title))
+    def add_group(
+        self,
+        chat_id: int,
+        *,
+        title: str = "Kelurahan",
+        supergroup: bool = False,
+        creator: int | None = None,
+        admins: tuple[int, ...] = (),
+    ) -> FakeChat:
+        """A group; ``creator`` and ``admins`` are the users getChatMember reports as its managers."""
+        chat = self._add(FakeChat(chat_id, "supergroup" if supergroup else "group", title=title))
+        for admin in admins:
+            self.set_member(chat_id, admin, "administrator")
+        if creator is not None:
+            self.set_member(chat_id, creator, "creator")
+        return chat
+
+    def set_member(self, chat_id: int, user_id: int, status: str) -> None:
+        """A user's status in a group (promoted, demoted, left, banned): one of ``MEMBER_STATUSES``."""
+        if status not in MEMBER_STATUSES:
+            raise ValueError(f"unknown chat member status {status!r}")
+        with self._lock:
+            self._chats[str(chat_id)].members[int(user_id)] = status
+
+    def _wrote(self, chat_id: int | str, user_id: int | None) -> None:
+        """Someone who writes in a group is in it: a member, unless the group says more."""
+        with self._lock:
+            chat = self._chats.get(str(chat_id))
+            if chat is None or chat.type == "private" or user_id is None:
+                return
+            if chat.members.get(user_id) in (None, "left"):
+                chat.members[user_id] = "member"
 
     def add_migrated_group(self, chat_id: int, new_chat_id: int, *, title: str = "Kelurahan") -> FakeChat:
         """A group that became a supergroup: 400 with ``parameters.migrate_to_chat_id``."""
@@ -514,8 +582,13 @@ class FakeTelegram:
         *,
         from_id: int | None = None,
         language_code: str | None = None,
+        anonymous: bool = False,
     ) -> dict[str, Any]:
-        """A text (or "/command") a user wrote; in a private chat the sender defaults to the chat."""
+        """A text (or "/command") a user wrote; in a private chat the sender defaults to the chat.
+
+        ``anonymous``: an anonymous administrator of a group wrote it, as the group itself (``from`` is
+        GroupAnonymousBot and ``sender_chat`` the group, as Telegram sends it).
+        """
         chat = self._chat_json(chat_id)
         if from_id is None and chat["type"] == "private":
             from_id = int(chat_id)
@@ -527,7 +600,11 @@ class FakeTelegram:
         }
         if chat["type"] == "channel":
             return self.inject_update({"channel_post": message})
-        message["from"] = self._user(from_id, language_code)
+        if anonymous:
+            message["from"], message["sender_chat"] = dict(GROUP_ANONYMOUS_BOT), chat
+        else:
+            message["from"] = self._user(from_id, language_code)
+            self._wrote(chat_id, message["from"]["id"])
         if text.startswith("/"):
             length = len(text.split()[0])
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(text[:length])}]
@@ -554,9 +631,11 @@ class FakeTelegram:
         with self._lock:
             query_id = str(10_000_000 + self._next_update_id)
             self._callbacks[query_id] = {"answered": False}
+        user = self._user(from_id, language_code)
+        self._wrote(chat_id, user["id"])
         query = {
             "id": query_id,
-            "from": self._user(from_id, language_code),
+            "from": user,
             "chat_instance": str(chat_id),
             "data": data,
             "message": {
@@ -579,25 +658,12 @@ class FakeTelegram:
     ) -> dict[str, Any]:
         """The bot's own membership changed: ``member``/``administrator`` (added), ``left``/``kicked``."""
         old = old_status or ("left" if status in ("member", "administrator") else "member")
-
-        def member(state: str) -> dict[str, Any]:
-            data: dict[str, Any] = {"user": self._bot_user(), "status": state}
-            if state == "kicked":
-                data["until_date"] = 0
-            if state == "administrator":
-                rights = ("can_manage_chat", "can_delete_messages", "can_manage_video_chats",
-                          "can_restrict_members", "can_change_info", "can_invite_users")  # fmt: skip
-                data.update({right: True for right in rights}, can_be_edited=False, is_anonymous=False)
-                data.update(can_promote_members=False, can_post_stories=False, can_edit_stories=False)
-                data.update(can_delete_stories=False)
-            return data
-
         change = {
             "chat": self._chat_json(chat_id),
             "from": self._user(from_id, None),
             "date": int(time.time()),
-            "old_chat_member": member(old),
-            "new_chat_member": member(status),
+            "old_chat_member": member_json(self._bot_user(), old),
+            "new_chat_member": member_json(self._bot_user(), status),
         }
         return self.inject_update({"my_chat_member": change})
 
@@ -732,6 +798,43 @@ class FakeTelegram:
             if chat.state == "kicked":
                 raise ApiError(403, "Forbidden: bot was kicked from the group chat")
             return {**chat.as_json(), "accent_color_id": 0, "max_reaction_count": 11}
+
+    def _managed_chat(self, params: dict[str, Any]) -> FakeChat:
+        chat = self._chat_for(params)
+        if chat.state == "kicked":
+            raise ApiError(403, "Forbidden: bot was kicked from the group chat")
+        if chat.state == "migrated":
+            raise ApiError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                {"migrate_to_chat_id": chat.migrate_to},
+            )
+        return chat
+
+    def _m_getchatmember(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A user's ChatMember: "left" for anyone the chat does not know, as Telegram answers."""
+        raw = str(params.get("user_id", ""))
+        if not raw.lstrip("-").isdigit() or int(raw) <= 0:
+            raise ApiError(400, "Bad Request: invalid user_id specified")
+        user_id = int(raw)
+        with self._lock:
+            chat = self._managed_chat(params)
+            if user_id == self.bot_id:
+                return member_json(self._bot_user(), "member")
+            if chat.type == "private":
+                status = "member" if str(chat.id) == raw else "left"
+            else:
+                status = chat.members.get(user_id, "left")
+        return member_json(self._user(user_id, None), status)
+
+    def _m_getchatadministrators(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The creator and administrators (no other bots here); none in a private chat."""
+        with self._lock:
+            chat = self._managed_chat(params)
+            if chat.type == "private":
+                raise ApiError(400, "Bad Request: there are no administrators in the private chat")
+            admins = [(u, s) for u, s in chat.members.items() if s in ("creator", "administrator")]
+        return [member_json(self._user(user_id, None), status) for user_id, status in admins]
 
     def _m_sendmessage(self, params: dict[str, Any]) -> dict[str, Any]:
         text = params.get("text")

@@ -64,9 +64,9 @@ def test_error_message_does_not_repeat_the_number() -> None:
 
 
 def test_mask() -> None:
-    assert mask_msisdn("+6281234565678") == "+62812****5678"
-    assert mask_msisdn("+62811234567") == "+62811****4567"
-    assert "1234" not in mask_msisdn("+62812")
+    assert mask_msisdn("+6281234565678") == "+62*******678"
+    assert mask_msisdn("+62811234567") == "+62*******567"
+    assert mask_msisdn("+62812") == "***"
 
 
 def test_channel_uses_them() -> None:
@@ -78,4 +78,4 @@ def test_channel_uses_them() -> None:
         public_url="https://hub.example",
     )
     assert channel.normalize_address("0812-3456-7890") == "+6281234567890"
-    assert channel.mask_address("+6281234567890") == "+62812****7890"
+    assert channel.mask_address("+6281234567890") == "+62*******890"

@@ -225,7 +225,7 @@ async def test_blocked_then_unblocked_user_can_subscribe_again(bot: Chat, fake: 
 
 async def test_kelurahan_group_registers_with_a_one_time_code(bot: Chat, fake: FakeTelegram) -> None:
     hub = bot.hub
-    fake.add_group(GROUP, title="Kelurahan Kraton Kidul")
+    fake.add_group(GROUP, title="Kelurahan Kraton Kidul", creator=DEWI)
     code = await relay_code(hub, "kota-pekalongan")
 
     # The admin adds the bot; it says how to register.

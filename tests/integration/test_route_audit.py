@@ -1,0 +1,107 @@
+"""Issue 9, standing check: every route is authenticated by an API key, or listed here with its reason.
+
+A new route without ``StaffKey`` / ``IntakeKey`` / ``AnyKey`` fails this test until it is added to
+``PUBLIC`` with the secret it checks (a signed link token, a channel's webhook secret) or the reason it
+needs none. Public routes that change state are then tried with a forged secret: refused, nothing done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from sqlalchemy import select
+from starlette.routing import BaseRoute, Mount, Route
+
+from hub import subscriptions
+from hub.api.app import create_app
+from hub.api.deps import api_key
+from hub.store.models import Subscription
+
+#: (method, path) -> why it is public. Methods as the app declares them; HEAD follows GET.
+PUBLIC: dict[tuple[str, str], str] = {
+    ("GET", "/healthz"): "read-only liveness for load balancers; says ok/down and channel names",
+    ("GET", "/openapi.json"): "read-only API description",
+    ("GET", "/docs"): "read-only API documentation page",
+    ("GET", "/docs/oauth2-redirect"): "static page of the documentation UI",
+    ("GET", "/redoc"): "read-only API documentation page",
+    ("POST", "/v1/subscriptions/email"): (
+        "the public form: changes nothing until the address confirms (double opt-in); "
+        "limited per client address in Redis"
+    ),
+    ("GET", "/v1/confirm/{token}"): "secret: the signed link token from the confirmation email",
+    ("GET", "/v1/unsubscribe/{token}"): "read-only: shows a button (link scanners unsubscribe no one)",
+    ("POST", "/v1/unsubscribe/{token}"): "secret: the signed link token from the email (RFC 8058)",
+    ("POST", "/v1/channels/{channel}/webhook"): "secret: each adapter checks its channel's webhook secret",
+    ("GET", "/v1/channels/{channel}/webhook"): (
+        "changes state (SMS gateways call back by GET); secret: the adapter checks its channel's secret"
+    ),
+}
+
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _routes() -> Iterator[tuple[str, str, Route]]:
+    yield from _walk(create_app().routes, "")
+
+
+def _walk(routes: list[BaseRoute], prefix: str) -> Iterator[tuple[str, str, Route]]:
+    """Every endpoint, inside included routers (FastAPI keeps those as one entry) and mounts too."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _walk(included.routes, prefix + route.include_context.prefix)
+        elif isinstance(route, Mount):
+            yield from _walk(route.routes, prefix + route.path)
+        elif isinstance(route, Route):
+            for method in sorted(route.methods or ()):
+                if method != "HEAD":
+                    yield method, prefix + route.path, route
+        else:
+            raise AssertionError(f"a route this audit cannot read: {route!r}")
+
+
+def _needs_key(dependant: Dependant) -> bool:
+    return any(d.call is api_key or _needs_key(d) for d in dependant.dependencies)
+
+
+def test_every_route_needs_a_key_or_is_listed_with_its_reason():
+    unlisted, stale = [], set(PUBLIC)
+    for method, path, route in _routes():
+        keyed = isinstance(route, APIRoute) and _needs_key(route.dependant)
+        stale.discard((method, path))
+        if keyed:
+            assert (method, path) not in PUBLIC, f"{method} {path} needs a key: remove it from PUBLIC"
+        elif (method, path) not in PUBLIC:
+            unlisted.append(f"{method} {path}")
+    assert unlisted == [], "public routes not in PUBLIC (add an API key or a reason)"
+    assert stale == set(), "PUBLIC lists routes the app no longer has"
+
+
+def test_state_changing_routes_are_all_keyed_except_the_listed_ones():
+    public_writes = sorted(
+        f"{method} {path}"
+        for method, path, route in _routes()
+        if method in STATE_CHANGING and not (isinstance(route, APIRoute) and _needs_key(route.dependant))
+    )
+    assert public_writes == [
+        "POST /v1/channels/{channel}/webhook",
+        "POST /v1/subscriptions/email",
+        "POST /v1/unsubscribe/{token}",
+    ]
+
+
+async def test_public_routes_that_change_state_refuse_a_forged_secret(hub):
+    """A forged link token confirms and unsubscribes no one (webhook secrets: each channel's tests)."""
+    await subscriptions.subscribe(hub, "kota-serang", "email", "warga@mail.example.com")
+    await subscriptions.subscribe(hub, "kota-pekalongan", "email", "tetap@mail.example.com", confirmed=True)
+    transport = httpx.ASGITransport(app=create_app(hub), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as api:
+        forged = "1.1.t0.AAAAAAAAAAAAAAAAAAAAAA"
+        assert (await api.get(f"/v1/confirm/{forged}")).status_code == 400
+        assert (await api.post(f"/v1/unsubscribe/{forged}")).status_code == 400
+    async with hub.db.session() as session:
+        states = sorted((await session.execute(select(Subscription.state))).scalars())
+    assert states == ["confirmed", "pending"]
