@@ -327,6 +327,12 @@ class Channel(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Close connections; called once at shutdown."""
 
+    def use_shared_limits(self, count: Callable[[str, str, int, float], Awaitable[bool]]) -> None:  # noqa: B027
+        """Optional hook: the hub's count shared by every process (Redis), for the adapter's inbound limits.
+
+        ``await count(name, key, limit, window_seconds)`` is True while ``key`` is within ``limit``.
+        """
+
     async def ready(self) -> bool:
         """False while this process may not send (another process owns the session); jobs wait."""
         return True

@@ -25,6 +25,7 @@ from hub import delivery, signing
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.errors import Conflict, InvalidInput, NotFound
+from hub.logs import log
 from hub.store.models import ApplicantCase, CaseEndpoint, CaseUpdate, Office
 from hub.subscriptions import endpoint_for, normalize
 
@@ -291,14 +292,126 @@ async def _attach(session: AsyncSession, case_id: int, channel: str, address: st
         session.add(CaseEndpoint(case_id=case_id, endpoint_id=endpoint.id))
 
 
-async def track(hub: Hub, reference: str, pin: str) -> ApplicantCase | None:
-    """The case for a reference and PIN, or None. Rate limiting of guesses is the caller's job."""
-    expected = signing.digest(hub.secret, f"pin:{pin.strip()}")
+#: Wrong PINs after which a case opens to no PIN at all (every sender together, for good); the office
+#: is told, and the receipt's deep-link code still links the applicant's chat.
+PIN_LOCK_AFTER = 10
+
+
+@dataclass
+class PinCheck:
+    """What a reference and PIN come to: ``found`` (``case`` is set), ``wrong`` or ``locked``.
+
+    ``checked`` is how many cases the PIN was compared with (0 when none could be: locked or unknown).
+    """
+
+    outcome: Literal["found", "wrong", "locked"]
+    case: ApplicantCase | None = None
+    checked: int = 0
+
+
+async def check_pin(hub: Hub, reference: str, pin: str) -> PinCheck:
+    """Check a PIN for a reference, counting it against each case that bears the reference.
+
+    Each case takes a count before its PIN is compared, by a statement that refuses once the case holds
+    ``PIN_LOCK_AFTER`` of them, so however many checks race, over however many processes, at most that
+    many are ever compared, even with Redis gone. A right PIN gives its count back; the check that brings
+    a case to the limit locks it and tells the office (``_locked``). A locked case answers ``locked`` to
+    every PIN, the right one too. Rate limits per sender and per case are the caller's job (Redis).
+    """
+    reference = reference.strip()
+    # PINs of cases opened before a `hub secret rotate` verify with the previous keys.
+    expected = [signing.digest(key, f"pin:{pin.strip()}") for key in hub.verification_keys]
     async with hub.db.session() as session:
-        rows = (
-            await session.execute(select(ApplicantCase).where(ApplicantCase.reference == reference.strip()))
-        ).scalars()
-        for case in rows:
-            if secrets.compare_digest(case.pin_hash, expected):
-                return case
-    return None
+        ids = list(
+            (
+                await session.execute(select(ApplicantCase.id).where(ApplicantCase.reference == reference))
+            ).scalars()
+        )
+    if not ids:
+        return PinCheck("wrong")
+    counted, refused = [], 0
+    for case_id in ids:
+        if await _take_count(hub, case_id):
+            counted.append(case_id)
+        else:
+            refused += 1
+    found: ApplicantCase | None = None
+    async with hub.db.session() as session:
+        for case_id in counted:
+            case = await session.get(ApplicantCase, case_id)
+            if case is not None and any(secrets.compare_digest(case.pin_hash, e) for e in expected):
+                found = case
+    wrong = [case_id for case_id in counted if found is None or case_id != found.id]
+    if found is not None:
+        await _give_count_back(hub, found.id)
+    for case_id in wrong:
+        await _lock_if_full(hub, case_id)
+    if found is not None:
+        return PinCheck("found", found, checked=len(counted))
+    return PinCheck("locked" if refused else "wrong", checked=len(counted))
+
+
+async def _take_count(hub: Hub, case_id: int) -> bool:
+    async with hub.db.transaction() as session:
+        taken = await session.execute(
+            update(ApplicantCase)
+            .where(
+                ApplicantCase.id == case_id,
+                ApplicantCase.pin_locked_at.is_(None),
+                ApplicantCase.pin_failures < PIN_LOCK_AFTER,
+            )
+            .values(pin_failures=ApplicantCase.pin_failures + 1)
+            .execution_options(synchronize_session=False)
+        )
+    return bool(taken.rowcount)
+
+
+async def _give_count_back(hub: Hub, case_id: int) -> None:
+    async with hub.db.transaction() as session:
+        await session.execute(
+            update(ApplicantCase)
+            .where(ApplicantCase.id == case_id, ApplicantCase.pin_failures > 0)
+            .values(pin_failures=ApplicantCase.pin_failures - 1)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def _lock_if_full(hub: Hub, case_id: int) -> None:
+    """Lock a case whose wrong PINs reached the limit; only the check that locks it tells the office."""
+    async with hub.db.transaction() as session:
+        locked = await session.execute(
+            update(ApplicantCase)
+            .where(
+                ApplicantCase.id == case_id,
+                ApplicantCase.pin_locked_at.is_(None),
+                ApplicantCase.pin_failures >= PIN_LOCK_AFTER,
+            )
+            .values(pin_locked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if not locked.rowcount:
+            return
+        case = await session.get(ApplicantCase, case_id)
+        assert case is not None
+        office_id, reference = case.office_id, case.reference
+    _locked(office_id, case_id, reference)
+
+
+def _locked(office_id: str, case_id: int, reference: str) -> None:
+    """Tell the office a case was locked. The hub has no staff mailbox to write to, so the office's
+    operator reads it in the log (warning level); the reference is masked, the case id finds it."""
+    log.warning(
+        "case_pin_locked",
+        office=office_id,
+        case_id=case_id,
+        reference=mask_reference(reference),
+        wrong_pins=PIN_LOCK_AFTER,
+        advice="the applicant can still link a chat with the receipt's code",
+    )
+
+
+def mask_reference(reference: str) -> str:
+    """``3375-KK-0001`` → ``33*******01``: enough for staff to tell cases apart, not to track one."""
+    if len(reference) <= 6:
+        return "***"
+    return f"{reference[:2]}*******{reference[-2:]}"

@@ -11,7 +11,7 @@ from channels.base import Channel, load_channel_class
 from hub import queue as queue_mod
 from hub.errors import InvalidInput
 from hub.logs import redact_values
-from hub.ratelimit import RedisPacer
+from hub.ratelimit import RedisPacer, shared_count
 from hub.render import Renderer
 from hub.settings import Settings
 from hub.store.db import Database
@@ -26,8 +26,11 @@ class Hub:
     settings: Settings
     db: Database
     renderer: Renderer
+    #: The deployment key: signs links and hashes PINs and API keys (``Database.keyring``).
     secret: bytes
     redis: ArqRedis | None = None
+    #: Keys from before ``hub secret rotate``: accepted to verify, never used to sign or hash.
+    previous_secrets: tuple[bytes, ...] = ()
     channels: dict[str, Channel] = field(default_factory=dict)
     #: Urgent-lane instances of the channels that want one (``Capabilities.instance_per_lane``).
     urgent_channels: dict[str, Channel] = field(default_factory=dict)
@@ -49,6 +52,11 @@ class Hub:
         if self.redis is None:
             raise RuntimeError("this hub was built without Redis")
         return RedisPacer(self.redis, self.settings.redis.key_prefix)
+
+    @property
+    def verification_keys(self) -> tuple[bytes, ...]:
+        """The current key first, then the previous ones: what a PIN, API key or link may be checked with."""
+        return (self.secret, *self.previous_secrets)
 
     def listeners(self, *where: str) -> list[str]:
         """Channels whose inbound is pulled in this kind of process: ``worker`` and/or ``listener``."""
@@ -75,6 +83,9 @@ class Hub:
                 )
             channel = self.urgent_channels[name]
         if not any(c is channel for c in self._opened):
+            if self.redis is not None:
+                count = shared_count(self.redis, self.settings.redis.key_prefix, self.secret)
+                channel.use_shared_limits(count)
             await channel.open()
             self._opened.append(channel)
         return channel
@@ -101,15 +112,25 @@ async def build_hub(
         echo=settings.database.echo,
         schema=schema or settings.database.schema_name or None,
     )
-    secret = await db.secret_key(settings.hub.secret_key)
-    redact_values(secret.decode())  # a key made by `hub init` is as secret as one in the settings
+    try:
+        keyring = await db.keyring(settings.hub)
+    except BaseException:
+        await db.dispose()
+        raise
+    redact_values(*(key.decode() for key in keyring.verifying))  # a key file's keys are as secret
     installation_id = await db.installation_id()
     if not settings.redis.key_prefix:  # default: a namespace of this installation's own
         redis_section = settings.redis.model_copy(
             update={"key_prefix": queue_mod.default_prefix(installation_id)}
         )
         settings = settings.model_copy(update={"redis": redis_section})
-    hub = Hub(settings=settings, db=db, renderer=Renderer(settings.hub.templates_dir), secret=secret)
+    hub = Hub(
+        settings=settings,
+        db=db,
+        renderer=Renderer(settings.hub.templates_dir),
+        secret=keyring.current,
+        previous_secrets=keyring.previous,
+    )
     hub.installation_id = installation_id
     hub.channels = load_channels(settings)
     hub.channels.update(extra_channels or {})

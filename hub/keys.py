@@ -45,6 +45,10 @@ async def authenticate(hub: Hub, presented: str) -> ApiKey | None:
         return None
     async with hub.db.session() as session:
         key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked.is_(False)))
-    if key is None or not secrets.compare_digest(key.key_hash, signing.digest(hub.secret, f"key:{secret}")):
+    if key is None:
         return None
-    return key
+    # Keys made before a `hub secret rotate` verify with the previous keys (``Hub.verification_keys``).
+    for deployment_key in hub.verification_keys:
+        if secrets.compare_digest(key.key_hash, signing.digest(deployment_key, f"key:{secret}")):
+            return key
+    return None

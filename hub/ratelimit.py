@@ -24,9 +24,11 @@ provider said "retry after", a gateway's circuit opened); ``paused_for`` tells h
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -244,3 +246,63 @@ class SlidingWindow:
             await self.redis.eval(_WINDOW, 1, self.prefix + who, self.limit, self.window_ms, mode, member)
         )
         return wait_ms / 1000.0
+
+
+_TAKE_ALL = """
+-- KEYS: sorted sets of sliding windows. ARGV: member, then for each key its limit and window ms.
+-- One slot in every window, or none: returns 0 when taken, else the ms until every window has room.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i])
+  local window = tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= limit then
+    local oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+    wait = math.max(wait, math.max(1, math.ceil(oldest + window - now)))
+  end
+end
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[1])
+  redis.call('PEXPIRE', key, tonumber(ARGV[2 * i + 1]))
+end
+return 0
+"""
+
+
+async def take_all(redis: Redis, slots: Sequence[tuple[SlidingWindow, str]], member: str) -> float:
+    """One event counted in each ``(window, who)`` if every one of them has room, else in none.
+
+    0.0 when taken, else the seconds until all would allow it. One script, so of N callers racing
+    over any number of processes exactly as many get through as the tightest window allows, and a
+    caller refused by one window spends nothing of the others. ``member`` names the event for
+    ``give_back``.
+    """
+    keys = [window.prefix + who for window, who in slots]
+    args: list[str | int] = [member]
+    for window, _ in slots:
+        args += [window.limit, window.window_ms]
+    wait_ms = int(await redis.eval(_TAKE_ALL, len(keys), *keys, *args))
+    return wait_ms / 1000.0
+
+
+async def give_back(redis: Redis, slots: Sequence[tuple[SlidingWindow, str]], member: str) -> None:
+    """Undo ``take_all`` for ``member``: the event turned out not to count (a right PIN)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for window, who in slots:
+            pipe.zrem(window.prefix + who, member)
+        await pipe.execute()
+
+
+def shared_count(redis: Redis, prefix: str, key: bytes) -> Callable[[str, str, int, float], Awaitable[bool]]:
+    """What adapters count their own inbound limits with (``Channel.use_shared_limits``; the SMS
+    per-number limit): ``count(name, who, limit, window)`` records one event of ``who`` in a sliding
+    window in Redis and says whether it fits. Redis holds a keyed hash of ``who``, never the number."""
+
+    async def count(name: str, who: str, limit: int, window: float) -> bool:
+        hashed = hmac.new(key, f"{name}:{who}".encode(), hashlib.sha256).hexdigest()[:32]
+        return await SlidingWindow(redis, prefix, name, limit, window).take(hashed) == 0
+
+    return count

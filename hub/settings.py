@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,10 +33,28 @@ class HubSection(BaseModel):
     public_url: str = "http://127.0.0.1:8080"
     default_locale: str = "id"
     locales: list[str] = ["id", "en"]
-    #: Signs confirmation and unsubscribe links. Empty: ``hub init`` generates one and keeps it in the
-    #: database, so every process of one deployment agrees on it.
+    #: The deployment key: signs links and keys the hashes of PINs and API keys. Empty (the default): the
+    #: first line of ``secret_key_file``. Never in the database, so a copy of it cannot test PIN guesses.
     secret_key: str = ""
+    #: Made by ``hub init`` (mode 0600): the key on its first line, previous keys (verification only)
+    #: after it. Relative paths are next to the settings file (or the working directory without one).
+    secret_key_file: str = Field(default=".hub-secret", validate_default=True)
+    #: Keys from before a ``hub secret rotate``: API keys, PINs and links made with them still verify;
+    #: nothing new is signed or hashed with them.
+    previous_secret_keys: list[str] = []
     templates_dir: str = "templates"
+
+    @field_validator("secret_key_file")
+    @classmethod
+    def _next_to_settings(cls, value: str) -> str:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            try:
+                settings_file = _settings_path()
+            except FileNotFoundError:  # reported by the settings load itself
+                settings_file = None
+            path = ((settings_file.parent if settings_file else Path.cwd()) / path).absolute()
+        return str(path)
 
 
 class DatabaseSection(BaseModel):
@@ -59,6 +77,8 @@ class RedisSection(BaseModel):
 class QueueSection(BaseModel):
     batch_size: int = 100
     plan_chunk: int = 2000
+    #: Delivery rows and renderings older than this are purged by the reconciler; counts per message stay.
+    retention_days: int = Field(90, ge=1)
     urgent_jobs: int = 10
     bulk_jobs: int = 10
     lease_seconds: float = 60.0
@@ -98,7 +118,7 @@ class LogSection(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUB_", env_nested_delimiter="__", extra="ignore")
 
-    hub: HubSection = HubSection()
+    hub: HubSection = Field(default_factory=HubSection)  # its key file is resolved at each load
     database: DatabaseSection = DatabaseSection()
     redis: RedisSection = RedisSection()
     queue: QueueSection = QueueSection()

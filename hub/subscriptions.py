@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -450,12 +450,14 @@ async def _message_topics(session: AsyncSession, message_id: int) -> list[int]:
 
 def _read_link(hub: Hub, purpose: str, token: str, max_age: timedelta) -> signing.Signed:
     """A genuine link's token; ``LinkExpired`` when too old, ``SubscriptionError`` when not genuine."""
-    try:
-        return signing.read(hub.secret, purpose, token, max_age=max_age)
-    except signing.Expired:
-        raise LinkExpired(purpose) from None
-    except signing.BadToken:
-        raise SubscriptionError("this link is not valid") from None
+    for key in hub.verification_keys:  # links made before a `hub secret rotate` verify with previous keys
+        try:
+            return signing.read(key, purpose, token, max_age=max_age)
+        except signing.Expired:
+            raise LinkExpired(purpose) from None
+        except signing.BadToken:
+            continue
+    raise SubscriptionError("this link is not valid")
 
 
 def _ids(signed: signing.Signed, *counts: int) -> list[int]:
@@ -576,39 +578,3 @@ def _read_rows(hub: Hub, adapter: Any, text: str) -> tuple[list[tuple[str, str]]
             continue
         rows.append((address, locale))
     return rows, problems
-
-
-async def erase(hub: Hub, channel: str, address: str) -> bool:
-    """Forget everything held on an address (the citizen's right to erasure)."""
-    address = normalize(hub, channel, address)
-    async with hub.db.transaction() as session:
-        endpoint = await session.scalar(
-            select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address)
-        )
-        if endpoint is None:
-            return False
-        subscriber_id = endpoint.subscriber_id
-        await session.execute(delete(Endpoint).where(Endpoint.id == endpoint.id))
-        remaining = await session.scalar(select(Endpoint.id).where(Endpoint.subscriber_id == subscriber_id))
-        if remaining is None:
-            await session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
-    return True
-
-
-async def subscriber_view(hub: Hub, endpoint_id: int) -> dict[str, Any]:
-    """What the hub holds on one endpoint, for the citizen to see."""
-    async with hub.db.session() as session:
-        endpoint = await session.get(Endpoint, endpoint_id)
-        if endpoint is None:
-            raise SubscriptionError("unknown endpoint")
-        rows = await session.execute(
-            select(Topic.slug, Subscription.state)
-            .join(Topic, Topic.id == Subscription.topic_id)
-            .where(Subscription.endpoint_id == endpoint_id)
-        )
-        return {
-            "channel": endpoint.channel,
-            "address": endpoint.address,
-            "active": endpoint.active,
-            "subscriptions": {slug: state for slug, state in rows.all()},
-        }

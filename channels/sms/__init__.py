@@ -14,7 +14,7 @@ Settings (``[channels.sms]``)::
                                  # when flooded: Kannel's smsbox takes fewer messages/s at 64 than at 16)
     failure_threshold = 5        # consecutive retry-later errors that take a gateway out of rotation
     cooloff_seconds = 30         # how long it stays out before one probe is let through
-    mo_per_minute = 10           # inbound SMS taken from one number per minute (per API process)
+    mo_per_minute = 10           # inbound SMS taken from one number per minute (all API processes)
 
     [[channels.sms.gateways]]
     driver = "kannel"            # or "http"; see channels/sms/drivers.py for each driver's keys
@@ -38,7 +38,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -165,6 +165,11 @@ class SmsChannel(Channel):
             cooloff_seconds=conf.cooloff_seconds,
             mo_per_minute=conf.mo_per_minute,
         )
+
+    def use_shared_limits(self, count: SharedCount) -> None:
+        """Count inbound SMS per number with the hub's shared count (Redis), so the limit holds across
+        every API process rather than per process."""
+        self.mo_limit.shared = count
 
     async def open(self) -> None:
         for gateway in self.gateways:
@@ -301,7 +306,7 @@ class SmsChannel(Channel):
         if kind == "dlr":
             return self._handle_dlr(request.query), WebhookResponse(200, "ok")
         if kind == "mo":
-            return self._handle_mo(request.query), WebhookResponse(200, "")
+            return await self._handle_mo(request.query), WebhookResponse(200, "")
         return [], WebhookResponse(400, "unknown webhook kind")
 
     def _handle_dlr(self, query: Mapping[str, str]) -> list[Inbound]:
@@ -317,7 +322,7 @@ class SmsChannel(Channel):
             return []  # intermediate (queued / accepted by SMSC) or a gateway that gave no type
         return [Inbound(channel=self.name, kind="receipt", delivery_id=delivery_id, receipt_status=status)]
 
-    def _handle_mo(self, query: Mapping[str, str]) -> list[Inbound]:
+    async def _handle_mo(self, query: Mapping[str, str]) -> list[Inbound]:
         if not self._mo_secret:
             raise WebhookRejected("inbound SMS refused: channels.sms.mo_secret is not configured")
         if not hmac.compare_digest(query.get("k", "").encode(), self._mo_secret.encode()):
@@ -327,7 +332,7 @@ class SmsChannel(Channel):
         except InvalidAddress:
             log.info("sms: ignoring inbound SMS from a sender that is not an Indonesian mobile number")
             return []
-        if not self.mo_limit.allow(sender):
+        if not await self.mo_limit.admit(sender):
             log.warning(
                 "sms: inbound SMS from %s over the per-number limit; not answered", mask_msisdn(sender)
             )
@@ -335,16 +340,39 @@ class SmsChannel(Channel):
         return [parse_mo(sender, query.get("text", ""), channel=self.name)]
 
 
+#: A count shared by every process (the hub's Redis): ``count(name, who, limit, window)`` records one
+#: event of ``who`` and says whether it fits ``limit`` per ``window`` seconds. The hub hands one to
+#: ``SmsChannel.use_shared_limits``; it keeps a keyed hash of ``who``, never the number.
+SharedCount = Callable[[str, str, int, float], Awaitable[bool]]
+
+
 class MoLimiter:
     """At most ``per_minute`` inbound SMS per number in any 60 s, so one phone (or a loop between two
-    auto-responders) cannot make the hub send and pay for reply after reply. In-process: each API process
-    keeps its own windows; ``0`` turns the limit off."""
+    auto-responders) cannot make the hub send and pay for reply after reply, nor guess PINs faster than
+    the bot's own limits notice. Counted in the hub's Redis once the hub shares its count (``shared``),
+    so every API process together takes ``per_minute``; without it (or while Redis fails) each process
+    keeps its own windows. ``0`` turns the limit off."""
 
     def __init__(self, per_minute: int, *, window: float = 60.0, max_numbers: int = 100_000):
         self.per_minute, self.window, self.max_numbers = per_minute, window, max_numbers
+        self.shared: SharedCount | None = None
         self._seen: OrderedDict[str, deque[float]] = OrderedDict()
 
+    async def admit(self, number: str) -> bool:
+        """Count one inbound SMS from ``number``: whether it is within the limit."""
+        if self.per_minute <= 0:
+            return True
+        if self.shared is not None:
+            try:
+                return await self.shared("sms-mo", number, self.per_minute, self.window)
+            except Exception as exc:  # Redis down: the process's own count rather than none at all
+                log.warning(
+                    "sms: shared inbound limit unavailable (%s); counting in this process", type(exc).__name__
+                )
+        return self.allow(number)
+
     def allow(self, number: str, now: float | None = None) -> bool:
+        """The in-process count (``admit`` uses it when there is no shared one)."""
         if self.per_minute <= 0:
             return True
         now = time.monotonic() if now is None else now
@@ -382,4 +410,4 @@ def parse_mo(sender: str, text: str, *, channel: str = "sms") -> Inbound:
 
 CHANNEL = SmsChannel
 
-__all__ = ["CHANNEL", "KEYWORDS", "MoLimiter", "SmsChannel", "parse_mo"]
+__all__ = ["CHANNEL", "KEYWORDS", "MoLimiter", "SharedCount", "SmsChannel", "parse_mo"]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
+from Crypto.Cipher import AES
+from Crypto.Hash import SHA256
+from Crypto.Protocol.KDF import HKDF
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
@@ -152,6 +157,9 @@ async def idempotent(
     with ``answer``, which turns what it stored into the response), the answer is written in the work's
     own transaction: the request either completes with its record or leaves nothing behind, and a retry
     with the same key can never do the work twice.
+
+    The answer may hold a receipt's PIN and deep-link code, so it is kept sealed (``_seal``) and the row
+    names the Idempotency-Key only by its hash: the database alone gives back neither.
     """
     if not idempotency_key:
         status, payload = await run(None)
@@ -160,14 +168,15 @@ async def idempotent(
         raise HTTPException(422, "Idempotency-Key is longer than 200 characters")
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     ttl = timedelta(hours=hub.settings.api.idempotency_ttl_hours)
-    where = (IdempotentRequest.api_key_id == key.id, IdempotentRequest.key == idempotency_key)
+    row_key = idempotency_row_key(idempotency_key)
+    where = (IdempotentRequest.api_key_id == key.id, IdempotentRequest.key == row_key)
     async with hub.db.transaction() as session:
         await session.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < utcnow() - ttl))
         claimed = await session.execute(
             hub.db.insert(IdempotentRequest)
             .values(
                 api_key_id=key.id,
-                key=idempotency_key,
+                key=row_key,
                 request_hash=digest,
                 status_code=0,
                 response={},
@@ -181,15 +190,17 @@ async def idempotent(
             raise HTTPException(422, "Idempotency-Key was already used with a different request body")
         if seen.status_code == 0:
             raise HTTPException(409, "a request with this Idempotency-Key is still being processed")
-        return JSONResponse(
-            seen.response, status_code=seen.status_code, headers={"Idempotent-Replayed": "true"}
-        )
+        replayed = _unseal(hub.verification_keys, idempotency_key, f"{key.id}:{row_key}", seen.response)
+        return JSONResponse(replayed, status_code=seen.status_code, headers={"Idempotent-Replayed": "true"})
+
+    def sealed(payload: dict[str, Any]) -> dict[str, Any]:
+        return _seal(hub.secret, idempotency_key, f"{key.id}:{row_key}", payload)
 
     async def within(work_session: AsyncSession, facts: dict[str, Any]) -> None:
         assert answer is not None
         status, payload = answer(facts)
         await work_session.execute(
-            update(IdempotentRequest).where(*where).values(status_code=status, response=payload)
+            update(IdempotentRequest).where(*where).values(status_code=status, response=sealed(payload))
         )
 
     try:
@@ -203,6 +214,44 @@ async def idempotent(
         await session.execute(
             update(IdempotentRequest)
             .where(*where, IdempotentRequest.status_code == 0)
-            .values(status_code=status, response=payload)
+            .values(status_code=status, response=sealed(payload))
         )
     return JSONResponse(payload, status_code=status)
+
+
+def idempotency_row_key(idempotency_key: str) -> str:
+    """What the database keeps of an Idempotency-Key: a hash, so the key stays a secret of the caller."""
+    return hashlib.sha256(f"idempotency:{idempotency_key}".encode()).hexdigest()
+
+
+def _cipher_key(deployment_key: bytes, idempotency_key: str) -> bytes:
+    """AES-256 key of one saved answer: both the deployment key and the caller's Idempotency-Key."""
+    return HKDF(deployment_key, 32, b"hub-idempotent-answer-v1", SHA256, context=idempotency_key.encode())
+
+
+def _seal(deployment_key: bytes, idempotency_key: str, row: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A saved answer as ``{"sealed": base64(nonce, ciphertext, tag)}`` (AES-GCM, bound to its row)."""
+    nonce = secrets.token_bytes(12)
+    cipher = AES.new(_cipher_key(deployment_key, idempotency_key), AES.MODE_GCM, nonce=nonce)
+    cipher.update(row.encode())
+    text, tag = cipher.encrypt_and_digest(json.dumps(payload, separators=(",", ":")).encode())
+    return {"sealed": base64.b64encode(nonce + text + tag).decode()}
+
+
+def _unseal(keys: tuple[bytes, ...], idempotency_key: str, row: str, saved: dict[str, Any]) -> Any:
+    """The saved answer, opened with the current or a previous deployment key."""
+    if "sealed" not in saved:  # saved in clear before answers were sealed (no PIN: migration 0004)
+        return saved
+    raw = base64.b64decode(saved["sealed"])
+    for deployment_key in keys:
+        cipher = AES.new(_cipher_key(deployment_key, idempotency_key), AES.MODE_GCM, nonce=raw[:12])
+        cipher.update(row.encode())
+        try:
+            return json.loads(cipher.decrypt_and_verify(raw[12:-16], raw[-16:]))
+        except ValueError:
+            continue
+    raise HTTPException(
+        409,
+        "this request was done, but its saved answer was sealed with a deployment key the hub no longer "
+        "has (hub secret rotate --drop-old): look the result up instead of retrying",
+    )

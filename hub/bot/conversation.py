@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from channels.base import Inbound
 from hub import delivery
 from hub.bot.texts import DEFAULT_LOCALE, BotTexts, load_texts
 from hub.context import Hub
-from hub.store.models import Endpoint, Subscription
+from hub.store.models import Endpoint
 from hub.subscriptions import endpoint_for
 
 
@@ -105,13 +105,11 @@ class Conversation:
         await self.reply(self.t("unknown") + "\n" + self.t("help"))
 
 
-async def deactivate(hub: Hub, channel: str, address: str, reason: str, *, forget: bool = False) -> None:
-    """Stop sending to a chat (the bot was removed, or the citizen erased their data: ``forget``)."""
+async def deactivate(hub: Hub, channel: str, address: str, reason: str) -> None:
+    """Stop sending to a chat (the bot was removed from the group); erasure is ``hub.citizens``'s."""
     async with hub.db.transaction() as session:
         endpoint = await session.scalar(
             select(Endpoint).where(Endpoint.channel == channel, Endpoint.address == address)
         )
         if endpoint is not None:
             endpoint.active, endpoint.deactivated_reason = False, reason
-            if forget:
-                await session.execute(delete(Subscription).where(Subscription.endpoint_id == endpoint.id))

@@ -9,6 +9,8 @@ what they share.
 # Each module registers its commands; `hub --help` lists them in this order.
 # isort: off
 from hub.cli import setup, people, announcing, processes  # noqa: F401
+from hub.cli import citizens  # noqa: F401
+from hub.cli import secret  # noqa: F401
 
 # isort: on
 from hub.cli.common import app

@@ -106,7 +106,6 @@ async def migrate_database(settings: Settings) -> None:
     db = Database(settings.database.url, schema=settings.database.schema_name or None)
     try:
         await db.migrate()
-        await db.secret_key(settings.hub.secret_key)
     finally:
         await db.dispose()
 

@@ -22,18 +22,34 @@ from hub.cli.common import (
 )
 from hub.context import Hub
 from hub.errors import HubError
+from hub.settings import Settings
 
 
 @app.command()
 def init(
     sample: Annotated[bool, typer.Option(help="Also load the sample offices (data/offices.toml).")] = False,
 ) -> None:
-    """Create or migrate the database (safe to run again)."""
+    """Create or migrate the database, and the deployment key file if there is no key (safe to run again)."""
     settings = settings_from_options()
     asyncio.run(migrate_database(settings))
     out.print(f"database ready: {_safe(settings.database.url)}")
+    out.print(asyncio.run(_deployment_key(settings)), highlight=False)
     if sample:
         regions_load(Path(__file__).resolve().parents[2] / "data" / "offices.toml")
+
+
+async def _deployment_key(settings: Settings) -> str:
+    """Make sure the deployment key exists outside the database; say where it is (never what it is)."""
+    from hub.store.db import Database
+
+    db = Database(settings.database.url, schema=settings.database.schema_name or None)
+    try:
+        keyring = await db.keyring(settings.hub, create=True)
+    finally:
+        await db.dispose()
+    if settings.hub.secret_key:
+        return "deployment key: hub.secret_key (settings or environment)"
+    return f"deployment key: {keyring.file} (readable by its owner only; copy it to every host of this hub)"
 
 
 def _safe(url: str) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy import and_, or_, select, update
 
 from hub.clock import utcnow
 from hub.context import Hub
+from hub.delivery import retention
 from hub.delivery.claim import dead_claims
 from hub.delivery.states import PENDING, deliveries
 from hub.logs import log
@@ -102,6 +103,7 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
         await hub.queue.send_many(
             lane, [(ch, ids) for ln, ch, ids in batches if ln == lane and ch in hub.channels]
         )
+    await retention.tidy(hub)  # erasures whose reply went out; old delivery rows to counts
     if batches or planned:
         log.info("reconciled", batches=len(batches), plans=planned)
     return {"batches": len(batches), "plans": planned}

@@ -11,6 +11,7 @@ from sqlalchemy import func as sql_func
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.delivery.claim import live_claim
+from hub.delivery.retention import kept_counts
 from hub.delivery.sender import cancel_key
 from hub.delivery.states import PENDING, STATES, deliveries
 from hub.logs import log
@@ -33,10 +34,12 @@ async def status(hub: Hub, message_id: int) -> dict[str, Any] | None:
                 .group_by(Delivery.channel, Delivery.state)
             )
         ).all()
+        # Rows purged by retention or erased with their address are kept as counts.
+        rows = [*rows, *await kept_counts(session, message_id)]
     channels: dict[str, dict[str, int]] = {}
     totals: dict[str, int] = dict.fromkeys(STATES, 0)
     for channel, state, count in rows:
-        channels.setdefault(channel, dict.fromkeys(STATES, 0))[state] = count
+        channels.setdefault(channel, dict.fromkeys(STATES, 0))[state] += count
         totals[state] += count
     pending = totals["queued"] + totals["sending"] + totals["retrying"]
     return {

@@ -1,21 +1,87 @@
-"""Engine, sessions and migrations for SQLite and PostgreSQL alike."""
+"""Engine, sessions and migrations for SQLite and PostgreSQL alike; the deployment key's file."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from hub.logs import log
+from hub.settings import HubSection, SettingsError
 from hub.store.models import KeyValue
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+KEY_FILE_HEADER = (
+    "# Deployment key of this hub: the first key signs links and keys the hashes of PINs and API keys;\n"
+    "# the keys after it are previous ones, accepted to verify only. Keep this file 0600 and out of backups\n"
+    "# of the database. `hub secret rotate` rewrites it.\n"
+)
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The key that signs and hashes now, and the previous keys that still verify (newest first)."""
+
+    current: bytes
+    previous: tuple[bytes, ...] = ()
+    file: Path | None = None
+
+    @property
+    def verifying(self) -> tuple[bytes, ...]:
+        return (self.current, *self.previous)
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def read_key_file(path: Path) -> list[str]:
+    """The keys in a key file, in order; none if it does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def write_key_file(path: Path, keys: list[str]) -> None:
+    """Replace the key file at once (no reader sees half of it), readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(KEY_FILE_HEADER + "".join(f"{key}\n" for key in dict.fromkeys(keys)))
+    os.replace(temporary, path)
+
+
+def _new_key_file(path: Path) -> str:
+    """A new key in a new file; if another process made the file first, its key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = new_key()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_key_file(path)[0]
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(f"{KEY_FILE_HEADER}{key}\n")
+    return key
+
+
+def _add_to_key_file(path: Path, key: str) -> None:
+    """Keep a key found in the database: the file's key if there is no file, else a previous key."""
+    keys = read_key_file(path)
+    if key not in keys:
+        write_key_file(path, [*keys, key])
 
 
 class Database:
@@ -71,20 +137,51 @@ class Database:
             await conn.run_sync(upgrade)
 
     async def secret_key(self, configured: str = "") -> bytes:
-        """The deployment's signing key: from settings, else the one ``hub init`` stored."""
+        """The key from settings, else one an older release kept in the database, else ``b""``.
+
+        Kept for callers from before the key file; it reads and never creates. Use ``keyring``.
+        """
         if configured:
             return configured.encode()
-        async with self.transaction() as session:
+        return (await self._stored_key() or "").encode()
+
+    async def keyring(self, hub: HubSection, *, create: bool = False) -> Keyring:
+        """The deployment key and the previous ones, from settings and the key file (never the database).
+
+        An installation whose key an older release kept in the database has it moved to the key file
+        (mode 0600) and deleted from the database, once. ``create`` (``hub init``) writes a new key file
+        when there is no key at all; otherwise a missing key stops the hub with an error naming the setting.
+        """
+        path = Path(hub.secret_key_file)
+        stored = await self._stored_key()
+        if stored is not None:
+            await asyncio.to_thread(_add_to_key_file, path, stored)
+            async with self.transaction() as session:
+                await session.execute(delete(KeyValue).where(KeyValue.key == "secret_key"))
+            log.warning(
+                "secret_key_moved_out_of_database",
+                key_file=str(path),
+                advice="copy the key file to every host that runs the hub; database copies made before "
+                "now hold the key: run `hub secret rotate` if one may have left your hands",
+            )
+        keys = [hub.secret_key] if hub.secret_key else []
+        keys += await asyncio.to_thread(read_key_file, path)
+        if not keys and create:
+            keys = [await asyncio.to_thread(_new_key_file, path)]
+        if not keys:
+            raise SettingsError(
+                f"no deployment key: hub.secret_key is empty and the key file {path} (hub.secret_key_file) "
+                "does not exist. Run `hub init` to create it, copy it from the host that has it, or set "
+                "hub.secret_key (HUB_HUB__SECRET_KEY)"
+            )
+        keys += hub.previous_secret_keys
+        unique = list(dict.fromkeys(k for k in keys if k))
+        return Keyring(unique[0].encode(), tuple(k.encode() for k in unique[1:]), path)
+
+    async def _stored_key(self) -> str | None:
+        async with self.session() as session:
             value = await session.scalar(select(KeyValue.value).where(KeyValue.key == "secret_key"))
-            if value is None:
-                value = secrets.token_urlsafe(32)
-                await session.execute(
-                    self.insert(KeyValue)
-                    .values(key="secret_key", value=value)
-                    .on_conflict_do_nothing(index_elements=["key"])
-                )
-                value = await session.scalar(select(KeyValue.value).where(KeyValue.key == "secret_key"))
-        return str(value).encode()
+        return None if value is None else str(value)
 
     async def installation_id(self) -> str:
         """This installation's own id, made once (by ``hub init`` or the first start) and kept."""

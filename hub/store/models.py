@@ -154,6 +154,13 @@ class ApplicantCase(Base):
     link_expires_at: Mapped[datetime] = mapped_column(DateTime)
     #: When the code was used (or shown in a group, which voids it); a used code links nothing more.
     link_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: PIN checks counted against the case, from every sender, for good: a check takes one before the
+    #: PIN is compared and a right PIN gives it back (hub.applicants.check_pin). In the database, not
+    #: Redis, so the lock below survives the loss of Redis.
+    pin_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When ``pin_failures`` reached ``hub.applicants.PIN_LOCK_AFTER``: no PIN opens the case any more,
+    #: right or wrong; the receipt's deep-link code still links the applicant's chat.
+    pin_locked_at: Mapped[datetime | None] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(32), default="received")
     locale: Mapped[str] = mapped_column(String(8), default="id")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -296,3 +303,43 @@ class IdempotentRequest(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CitizenRequest(Base):
+    """A citizen's right exercised (UU 27/2022): an erasure or an export, who asked for it, and when.
+
+    Never the address in clear: an HMAC of it (so staff can answer "was this address erased?") and the
+    channel's mask. An erasure asked in a chat waits for its confirmation reply to go out first:
+    ``endpoint_id`` names the endpoint still to erase until ``done_at`` is set (hub.citizens).
+    """
+
+    __tablename__ = "citizen_requests"
+    __table_args__ = (Index("ix_citizen_requests_done_at", "done_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: erase | export
+    action: Mapped[str] = mapped_column(String(16))
+    #: Who asked: ``citizen`` (a chat command) or the staff member named on the command line.
+    actor: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str | None] = mapped_column(String(32))
+    address_hash: Mapped[str] = mapped_column(String(64))
+    address_mask: Mapped[str] = mapped_column(String(64))
+    #: A pending erasure's endpoint (no foreign key: the row outlives it) and its confirmation reply.
+    endpoint_id: Mapped[int | None] = mapped_column(BigId)
+    reply_message_id: Mapped[int | None] = mapped_column(BigId)
+    #: What was found or erased: counts of endpoints, subscriptions, case links, deliveries.
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    requested_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class DeliveryCount(Base):
+    """Deliveries no longer held row by row (purged by retention, or erased with their address).
+
+    Counts per message, channel and state; a message's status adds them to the rows still held.
+    """
+
+    __tablename__ = "delivery_counts"
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

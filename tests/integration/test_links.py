@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from hub import announcements, clock, subscriptions
+from hub import announcements, citizens, clock, subscriptions
 from hub.api.app import create_app
 from hub.delivery import drain
 from hub.store.models import Endpoint, Subscription
@@ -227,7 +227,8 @@ async def test_a_confirmation_link_of_an_erased_address_does_nothing(hub, api, m
     await _subscribe(api, address)
     await drain(hub)
     [link] = _confirm_links(mailbox, address)
-    assert await subscriptions.erase(hub, "email", address)
+    erased = await citizens.erase(hub, address, "email", actor="staff")
+    assert erased["endpoints"] == 1
     answer = await api.get(link)
     assert answer.status_code == 410 and visible(answer.text) == CONFIRM_SUPERSEDED
     assert await _states(hub, address) == (None, [])

@@ -25,7 +25,15 @@ def restore_logging() -> Iterator[None]:
     root, config = logging.getLogger(), structlog.get_config()
     handlers, level = root.handlers[:], root.level
     levels = {name: logging.getLogger(name).level for name in ("hub", "channels", "uvicorn.access")}
+    # As in a fresh `hub run`: an in-process uvicorn of another test gave its loggers their own handlers
+    # and stopped them propagating to the root, where the hub's handler is.
+    uvicorn = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.access")]
+    kept = [(logger.propagate, logger.handlers[:]) for logger in uvicorn]
+    for logger in uvicorn:
+        logger.propagate, logger.handlers[:] = True, []
     yield
+    for logger, (propagate, own) in zip(uvicorn, kept, strict=True):
+        logger.propagate, logger.handlers[:] = propagate, own
     root.handlers[:] = handlers
     root.setLevel(level)
     for name, was in levels.items():
