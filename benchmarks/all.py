@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks.common import REDIS_ENV, REDIS_URL, ROOT, fmt, machine
 
 #: The spine first, then the channels; every one writes a ``Result`` (``--json-out``) through common.cli.
-BENCHMARKS = ("pipeline", "email", "lanes", "planning", "telegram", "matrix", "sms")
+BENCHMARKS = ("pipeline", "email", "lanes", "planning", "telegram", "matrix", "sms", "console")
 
 METHOD = """\
 ## Method
@@ -104,6 +104,21 @@ load, so that a busy machine moves both:
   Kannel does the same work), from 16 and from 64 tasks; the best. Rate = messages accepted by Kannel
   (HTTP 202) per second: for the hub, from publish to the last recorded send; for the loop, its wall
   time. Aim: ≥ 80% of the bare loop.
+- **console**: staff pages with 1,000,000 subscribers and 10,000 announcements, on SQLite and on
+  PostgreSQL (`benchmarks/console_data.py` loads them set-based: one endpoint per subscriber, half
+  Telegram, 30% email, 15% SMS, 5% Matrix, which is disabled; 95% of the subscriptions to their office's
+  general topic confirmed, 30% with a second one to a service topic; offices weighted 40/25/15/12/8% from
+  Kota Serang down, so Banten's province holds 63%; two years of announcements in the same proportions,
+  the newest 30 published ones with their delivery rows held, the newest of Kota Serang to its whole
+  audience, 372k rows, five still sending; the older ones with kept counts only, as after retention;
+  50,000 audit entries). The SQLite file is cached under `.cache/bench/` by schema hash and copied for
+  each run; the PostgreSQL schema is built, `ANALYZE`d and dropped. The hub's app (`create_app`, the API
+  side of `hub run`, without its in-process worker) serves under uvicorn in a subprocess on 127.0.0.1;
+  one httpx client signed in (password and TOTP) as an admin of Banten's provincial office (three offices
+  in its subtree) asks each page in turn, one request at a time, 5 warm-up requests then 200 (or as many as
+  fit in `--budget` seconds for a slow page: the notes give the count). Ceiling: `GET /healthz` (a
+  database and a Redis ping) of the same server in the same run; the notes also give a benchmark-only
+  `SELECT 1` route. Aim: p95 < 200 ms per page.
 
 What the figures mean: with SQLite every claim and every outcome write takes the one database write
 lock, so the pipeline is bounded by write transactions (one claim and `100 / flush_every` record

@@ -17,7 +17,7 @@ from channels.base import Content
 from hub import delivery, kinds
 from hub.clock import as_utc, local_iso, to_utc, utcnow
 from hub.context import Hub
-from hub.errors import InvalidInput
+from hub.errors import Conflict, InvalidInput, NotFound
 from hub.regions import offices_under
 from hub.render import UNSUBSCRIBE_MARK, Rendered, RenderError
 from hub.store.models import (
@@ -37,6 +37,10 @@ COST_FACTS = ("segments", "parts")
 
 class AnnouncementError(InvalidInput):
     """Bad announcement input; the message names what is wrong."""
+
+
+class AnnouncementNotFound(NotFound):
+    """No such announcement, or another office's (the two look alike)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -216,7 +220,17 @@ def _content(rendered: Rendered) -> Content:
     return Content(text=rendered.text, html=rendered.html, subject=rendered.subject)
 
 
-async def create(hub: Hub, req: AnnouncementInput, *, publish: bool) -> tuple[Announcement, Message | None]:
+async def create(
+    hub: Hub,
+    req: AnnouncementInput,
+    *,
+    publish: bool,
+    created_by: int | None = None,
+    created_key_id: int | None = None,
+) -> tuple[Announcement, Message | None]:
+    """Store an announcement (and publish it at once with ``publish``); the author is a console user
+    (``created_by``) or an API key (``created_key_id``), neither for the CLI. The two-person rule is the
+    console's and the approval routes' (hub.approvals): this stores or publishes as asked."""
     prepared = await prepare(hub, req)
     async with hub.db.transaction() as session:
         announcement = Announcement(
@@ -226,6 +240,8 @@ async def create(hub: Hub, req: AnnouncementInput, *, publish: bool) -> tuple[An
             services=req.services,
             targets={"topics": req.topics, "regions": req.regions},
             state="draft",
+            created_by=created_by,
+            created_key_id=created_key_id,
             **prepared.times,
         )
         session.add(announcement)
@@ -235,32 +251,62 @@ async def create(hub: Hub, req: AnnouncementInput, *, publish: bool) -> tuple[An
     return announcement, message
 
 
+async def revise(hub: Hub, announcement_id: int, req: AnnouncementInput) -> Announcement:
+    """Change a draft (a sent-back one too, keeping its comment); nothing else may change."""
+    prepared = await prepare(hub, req)
+    async with hub.db.transaction() as session:
+        result = await session.execute(
+            update(Announcement)
+            .where(Announcement.id == announcement_id, Announcement.state == "draft")
+            .values(
+                office_id=prepared.draft.office_id,
+                template=req.template,
+                data=prepared.data,
+                services=req.services,
+                targets={"topics": req.topics, "regions": req.regions},
+                **prepared.times,
+            )
+        )
+    if not result.rowcount:
+        raise Conflict(f"announcement {announcement_id} is no longer a draft")
+    return await get(hub, announcement_id)
+
+
 async def publish_announcement(
-    hub: Hub, announcement_id: int, draft: delivery.Draft | None = None
+    hub: Hub, announcement_id: int, draft: delivery.Draft | None = None, *, approved: bool = False
 ) -> Message:
-    """Turn a draft into a message: scheduled when its time is ahead, queued for fan-out otherwise."""
+    """Turn a draft into a message: scheduled when its time is ahead, queued for fan-out otherwise.
+
+    One awaiting approval is published only by its approval (``approved``, hub.approvals.approve).
+    """
+    expected = "awaiting_approval" if approved else "draft"
     async with hub.db.session() as session:
         announcement = await session.get(Announcement, announcement_id)
         if announcement is None:
             raise AnnouncementError(f"unknown announcement {announcement_id}")
-        if announcement.state != "draft":
+        if announcement.state == "awaiting_approval" and not approved:
+            raise Conflict(
+                f"announcement {announcement_id} is awaiting approval: another user with the approver "
+                "role approves it (or sends it back) in the console or with POST .../approve"
+            )
+        if announcement.state != expected:
             raise AnnouncementError(f"announcement {announcement_id} is {announcement.state}, not a draft")
     if draft is None:
-        draft = (await prepare(hub, _input_of(announcement))).draft
+        draft = (await prepare(hub, input_of(announcement))).draft
     draft = delivery.Draft(**{**draft.__dict__, "announcement_id": announcement_id})
     scheduled = draft.send_at is not None and draft.send_at > utcnow()
     message = await delivery.create_message(hub, draft, state="scheduled" if scheduled else "planning")
     async with hub.db.transaction() as session:
         await session.execute(
             update(Announcement)
-            .where(Announcement.id == announcement_id)
+            .where(Announcement.id == announcement_id, Announcement.state == expected)
             .values(state="scheduled" if scheduled else "published")
         )
     await hub.queue.plan_soon(message.id, message.lane, at=message.send_at if scheduled else None)
     return message
 
 
-def _input_of(announcement: Announcement) -> AnnouncementInput:
+def input_of(announcement: Announcement) -> AnnouncementInput:
     """A stored announcement as input again; its times are UTC and say so, so they do not move."""
     return AnnouncementInput(
         template=announcement.template,
@@ -299,6 +345,11 @@ async def read_back(hub: Hub, announcement: Announcement) -> dict[str, Any]:
         "services": announcement.services,
         **{name: local_iso(getattr(announcement, name), office["timezone"]) for name in TIMES},
         "messages": message_ids,
+        "created_by": announcement.created_by,
+        "submitted_at": local_iso(announcement.submitted_at, office["timezone"]),
+        "approved_by": announcement.approved_by,
+        "approved_at": local_iso(announcement.approved_at, office["timezone"]),
+        "review_comment": announcement.review_comment,
     }
 
 
@@ -309,16 +360,22 @@ async def send_time(hub: Hub, message: Message) -> str | None:
     return local_iso(message.send_at, (await office_context(hub, message.office_id))["timezone"])
 
 
-async def preview(hub: Hub, req: AnnouncementInput) -> dict[str, Any]:
+async def preview(
+    hub: Hub, req: AnnouncementInput, known: dict[tuple[str, str], int] | None = None
+) -> dict[str, Any]:
     """Each channel's rendering per locale, its cost facts, and how many endpoints it would reach.
 
     Readers of a language the announcement is not written in are counted with the rendering they get.
+    ``known``: the audience per (channel, language) when the caller has it (the console's stored
+    counts, ``hub.audience``); otherwise it is counted now.
     """
     prepared = await prepare(hub, req)
     draft, renderings = prepared.draft, prepared.renderings
     default = hub.settings.hub.default_locale
     by_locale: dict[tuple[str, str], int] = {}
-    for (channel, locale), n in (await audience_counts(hub, draft.topic_ids)).items():
+    if known is None:
+        known = await audience_counts(hub, draft.topic_ids)
+    for (channel, locale), n in known.items():
         shown = locale if (channel, locale) in renderings else default
         by_locale[(channel, shown)] = by_locale.get((channel, shown), 0) + n
     counts: dict[str, int] = {}

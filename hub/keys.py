@@ -1,14 +1,23 @@
-"""API keys: shown once at creation, stored only as a keyed hash, scoped to one office and one role."""
+"""API keys: shown once at creation, stored only as a keyed hash, scoped to one office and one role.
+
+When a key was last used is kept to the minute (``note_use``: one write per key per minute at most), for
+the console's keys page.
+"""
 
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import signing
+from hub.clock import utcnow
 from hub.context import Hub
 from hub.errors import InvalidInput
+from hub.logs import log
 from hub.store.models import ApiKey, Office
 
 ROLES = ("intake", "staff")
@@ -19,23 +28,56 @@ class KeyRequestError(InvalidInput):
 
 
 async def create_key(hub: Hub, office_id: str, role: str, name: str) -> str:
+    async with hub.db.transaction() as session:
+        _, key = await add_key(session, hub.secret, office_id, role, name)
+    return key
+
+
+async def add_key(
+    session: AsyncSession, deployment_key: bytes, office_id: str, role: str, name: str
+) -> tuple[ApiKey, str]:
+    """The key row (flushed) and the key itself, in the caller's transaction (the console audits it there)."""
     if role not in ROLES:
         raise KeyRequestError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     prefix = secrets.token_hex(4)
     secret = secrets.token_urlsafe(24)
-    async with hub.db.transaction() as session:
-        if await session.get(Office, office_id) is None:
-            raise KeyRequestError(f"unknown office {office_id!r}")
-        session.add(
-            ApiKey(
-                office_id=office_id,
-                role=role,
-                name=name,
-                prefix=prefix,
-                key_hash=signing.digest(hub.secret, f"key:{secret}"),
+    if await session.get(Office, office_id) is None:
+        raise KeyRequestError(f"unknown office {office_id!r}")
+    row = ApiKey(
+        office_id=office_id,
+        role=role,
+        name=name,
+        prefix=prefix,
+        key_hash=signing.digest(deployment_key, f"key:{secret}"),
+    )
+    session.add(row)
+    await session.flush()
+    return row, f"hub_{prefix}_{secret}"
+
+
+#: ``last_used_at`` is written at most once per this many seconds per key: no write per request.
+USE_RESOLUTION = timedelta(seconds=60)
+
+
+async def note_use(hub: Hub, key: ApiKey) -> None:
+    """Record that ``key`` was used now, unless that was already recorded within ``USE_RESOLUTION``."""
+    now = utcnow()
+    if key.last_used_at is not None and now - key.last_used_at < USE_RESOLUTION:
+        return
+    try:
+        async with hub.db.transaction() as session:
+            await session.execute(
+                update(ApiKey)
+                .where(
+                    ApiKey.id == key.id,
+                    or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - USE_RESOLUTION),
+                )
+                .values(last_used_at=now)
             )
-        )
-    return f"hub_{prefix}_{secret}"
+    except OperationalError as exc:  # a busy database: the request goes on, the next one records it
+        log.warning("key_use_not_recorded", key_id=key.id, error=type(exc).__name__)
+        return
+    key.last_used_at = now
 
 
 async def authenticate(hub: Hub, presented: str) -> ApiKey | None:

@@ -30,6 +30,36 @@ from hub.errors import InvalidInput
 from hub.render import DAY_KEYS
 
 
+class Problem(ValueError):
+    """A check's refusal: the English message (what the API says), plus a code and its parameters.
+
+    Pydantic keeps the exception in its error's context, so the console can show its own text for the
+    code (``ann.error.<code>``, in Bahasa Indonesia first) while the API's English stays as it was.
+    """
+
+    def __init__(self, code: str, message: str, **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
+
+
+#: Pydantic's own checks whose limits the console names: the context keys it gives.
+LIMITS = ("min_length", "max_length", "ge", "le", "gt", "lt")
+
+
+def problem_of(error: Any) -> tuple[str, dict[str, Any]]:
+    """The code and parameters of one pydantic error of a kind's model (``ValidationError.errors()``).
+
+    Our own checks give their ``Problem``; pydantic's give their type (``missing``, ``string_too_long``,
+    ``greater_than_equal``, ``url_parsing``...) and the limits in their context.
+    """
+    context = error.get("ctx") or {}
+    cause = context.get("error")
+    if isinstance(cause, Problem):
+        return cause.code, dict(cause.params)
+    return str(error["type"]), {k: context[k] for k in LIMITS if k in context}
+
+
 class Localized(dict[str, str]):
     """One text per language code; Indonesian (``id``) is always there."""
 
@@ -42,11 +72,11 @@ def _as_localized(value: Any) -> Any:
 
 def _check_localized(value: dict[str, str]) -> Localized:
     if "id" not in value:
-        raise ValueError('give the Indonesian text ("id") first, e.g. {"id": "...", "en": "..."}')
+        raise Problem("text_no_id", 'give the Indonesian text ("id") first, e.g. {"id": "...", "en": "..."}')
     cleaned = {}
     for locale, text in value.items():
         if not text.strip():
-            raise ValueError(f"the {locale!r} text is empty")
+            raise Problem("text_empty", f"the {locale!r} text is empty", locale=locale)
         cleaned[locale] = text.strip()
     return Localized(cleaned)
 
@@ -90,7 +120,7 @@ Contacts = Annotated[list[Contact], BeforeValidator(_contacts)]
 def _check_span(span: str) -> str:
     start, sep, end = span.partition("-")
     if not sep or not all(_is_clock(x.strip()) for x in (start, end)):
-        raise ValueError(f"hours must look like 08:00-11:00, not {span!r}")
+        raise Problem("span", f"hours must look like 08:00-11:00, not {span!r}", value=span)
     return span.replace(" ", "")
 
 
@@ -119,9 +149,10 @@ class Closure(Data):
     def _mode(cls, value: Any) -> Any:
         if isinstance(value, dict) and "mode" in value:
             if value["mode"] == "restricted":
-                raise ValueError(
+                raise Problem(
+                    "closure_restricted",
                     "closure says the counters are closed; when only visits are restricted and counters "
-                    "stay open for urgent needs, use the template 'restriction'"
+                    "stay open for urgent needs, use the template 'restriction'",
                 )
             value = {k: v for k, v in value.items() if k != "mode"}
         return value
@@ -151,7 +182,7 @@ class Suspension(Data):
     @model_validator(mode="after")
     def _order(self) -> Suspension:
         if self.since and self.until and self.until < self.since:
-            raise ValueError("until must not be before since")
+            raise Problem("until_before_since", "until must not be before since")
         return self
 
 
@@ -178,20 +209,27 @@ class HoursChanged(Data):
         for key, span in value.items():
             day = DAY_KEYS.get(key.strip().lower())
             if day is None:
-                raise ValueError(
+                raise Problem(
+                    "not_a_day",
                     f"{key!r} is not a day (monday ... sunday, or senin ... minggu); "
-                    'hours of a service go in "service_hours": [{"service": ..., "hours": ...}]'
+                    'hours of a service go in "service_hours": [{"service": ..., "hours": ...}]',
+                    day=key,
                 )
             try:
                 out[day] = _check_span(span)
             except ValueError:
-                raise ValueError(f"hours for {key!r} must look like 08:00-11:00, not {span!r}") from None
+                raise Problem(
+                    "day_span",
+                    f"hours for {key!r} must look like 08:00-11:00, not {span!r}",
+                    day=key,
+                    value=span,
+                ) from None
         return out
 
     @model_validator(mode="after")
     def _some_hours(self) -> HoursChanged:
         if not self.hours and not self.service_hours:
-            raise ValueError('give the hours per day ("hours") or per service ("service_hours")')
+            raise Problem("no_hours", 'give the hours per day ("hours") or per service ("service_hours")')
         return self
 
 
@@ -235,7 +273,7 @@ class FreeText(Data):
     @classmethod
     def _title(cls, value: dict[str, str]) -> dict[str, str]:
         if any(len(v) > 200 for v in value.values()):
-            raise ValueError("a title has at most 200 characters")
+            raise Problem("title_too_long", "a title has at most 200 characters", max_length=200)
         return value
 
 
@@ -253,7 +291,17 @@ KINDS: dict[str, type[Data]] = {
 
 
 class KindError(InvalidInput):
-    """Data that does not fit its kind; the message names the field."""
+    """Data that does not fit its kind; the message names the field (English, the API's).
+
+    ``field`` (the location, ``contacts.0.number``), ``code`` and ``params`` say the same for a
+    localized text (see ``Problem``).
+    """
+
+    def __init__(
+        self, message: str, *, field: str = "", code: str = "", params: dict[str, Any] | None = None
+    ):
+        super().__init__(message)
+        self.field, self.code, self.params = field, code, params or {}
 
 
 def validate(
@@ -269,7 +317,10 @@ def validate(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "data"
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise KindError(f"data for template {template!r}: {where}: {message}") from None
+        code, params = problem_of(first)
+        raise KindError(
+            f"data for template {template!r}: {where}: {message}", field=where, code=code, params=params
+        ) from None
     texts: list[tuple[str, Localized]] = []
     _collect(parsed, "", texts)
     missing: dict[str, list[str]] = {}

@@ -41,20 +41,8 @@ def configure(
     """Called by every ``hub`` command with the ``[log]`` settings and the secrets the settings hold."""
     redact_values(*secrets)
     level, libraries = level.upper(), libraries.upper()
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if json_logs
-        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
-    )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            *([structlog.processors.format_exc_info] if json_logs else []),  # plain text, no locals
-            renderer,
-            _redact_line,
-        ],
+        processors=_processors(json_logs),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
         cache_logger_on_first_use=True,
     )
@@ -68,6 +56,22 @@ def configure(
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _PathOnly) for f in access.filters):
         access.addFilter(_PathOnly())
+
+
+def _processors(json_logs: bool) -> list[Any]:
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+    )
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *([structlog.processors.format_exc_info] if json_logs else []),  # plain text, no locals
+        renderer,
+        _redact_line,
+    ]
 
 
 def redact_values(*values: str | None) -> None:
@@ -137,4 +141,7 @@ class _PathOnly(logging.Filter):
         return True
 
 
+#: Until ``configure`` runs, and in a process that never calls it, lines are rendered the same way: never
+#: structlog's default, whose tracebacks (rich) show every local variable, passwords and addresses included.
+structlog.configure(processors=_processors(json_logs=False))
 log = structlog.get_logger("hub")

@@ -115,6 +115,31 @@ class LogSection(BaseModel):
     libraries: str = Field(default="WARNING", pattern=_LEVEL)
 
 
+class ConsoleSection(BaseModel):
+    """The staff console (hub/console). The two-person rule: a send above these needs a second person."""
+
+    #: An announcement reaching more recipients than this needs another user's approval.
+    approval_recipients: int = Field(1000, ge=0)
+    #: Any announcement to a whole region (``regions``, not topics) needs approval, whatever its audience.
+    approval_region_wide: bool = True
+    #: Per office id, its own recipient threshold instead of ``approval_recipients``.
+    office_approval_recipients: dict[str, int] = {}
+    #: The reconciler counts audiences again (``hub.audience``) at most this often, in seconds; the
+    #: console's counts are at most this old plus one count's run, and say when they were counted.
+    count_refresh_seconds: int = Field(60, ge=1)
+
+    @field_validator("office_approval_recipients")
+    @classmethod
+    def _not_negative(cls, value: dict[str, int]) -> dict[str, int]:
+        for office, limit in value.items():
+            if limit < 0:
+                raise ValueError(f"{office}: a threshold cannot be negative (got {limit})")
+        return value
+
+    def approval_threshold(self, office_id: str) -> int:
+        return self.office_approval_recipients.get(office_id, self.approval_recipients)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUB_", env_nested_delimiter="__", extra="ignore")
 
@@ -124,6 +149,7 @@ class Settings(BaseSettings):
     queue: QueueSection = QueueSection()
     api: ApiSection = ApiSection()
     log: LogSection = LogSection()
+    console: ConsoleSection = ConsoleSection()
     #: One table per channel: ``[channels.email]`` with ``enabled = true`` and the adapter's own keys.
     channels: dict[str, dict[str, Any]] = {}
 

@@ -24,9 +24,11 @@ from aiosmtpd.controller import Controller
 from hub.context import Hub, build_hub
 from hub.regions import load, read_file
 from hub.settings import Settings, load_settings
+from tests import log_audit
+from tests.fakes.telegram_api import FakeTelegram
 
-#: Matrix fixtures (one Synapse per session, started only when a test asks for it).
-pytest_plugins = ["tests.services.synapse"]
+#: Matrix fixtures (one Synapse per session, started only when a test asks for it); the log audit.
+pytest_plugins = ["tests.services.synapse", "tests.log_audit"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("HUB_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -194,7 +196,7 @@ def make_settings(
             "pool_size": 4,
             "allow_test_domains": True,
         }
-    return load_settings(
+    settings = load_settings(
         ROOT / "settings.toml",
         database={"url": db_url, "schema": schema or ""},
         redis={"url": redis_url, "embedded_fallback": False, "key_prefix": f"t{uuid.uuid4().hex[:8]}"},
@@ -206,6 +208,8 @@ def make_settings(
         queue={"lease_seconds": 5, "stale_after_seconds": 30, "poll_delay": 0.01, **queue},
         channels=channels,
     )
+    log_audit.forbid_settings(settings)
+    return settings
 
 
 async def start_hub(settings: Settings, **kwargs: Any) -> Hub:
@@ -214,6 +218,7 @@ async def start_hub(settings: Settings, **kwargs: Any) -> Hub:
     db = Database(settings.database.url, schema=settings.database.schema_name or None)
     await db.migrate()
     await db.dispose()
+    log_audit.forbid_settings(settings)  # channels a test added after make_settings
     hub = await build_hub(settings, **kwargs)
     await load(hub, read_file(SAMPLE))
     return hub
@@ -234,3 +239,13 @@ async def hub(
 @pytest.fixture
 def mailbox(smtp: tuple[Mailbox, int]) -> Mailbox:
     return smtp[0]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTelegram]:
+    """The Bot API on a free port of 127.0.0.1, behaving as Telegram documents it, for one test."""
+    server = FakeTelegram().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.settings import Settings
+from tests import log_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +44,7 @@ def write_settings(settings: Settings, path: Path) -> Path:
                 lines.append(f"[[channels.{name}.{key}]]")
                 lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log_audit.forbid_settings(settings)
     return path
 
 
@@ -50,24 +52,41 @@ def write_settings(settings: Settings, path: Path) -> Path:
 def worker_processes(
     settings_file: Path, count: int = 1, env: dict[str, str] | None = None
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Start ``count`` `hub worker` processes; always stop them (SIGTERM, then SIGKILL)."""
-    environ = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "--settings", str(settings_file), "worker"],
-            cwd=ROOT,
-            env=environ,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        for _ in range(count)
-    ]
+    """Start ``count`` `hub worker` processes; always stop them (SIGTERM, then SIGKILL).
+
+    They log at DEBUG (the hub's most verbose) into files the log audit reads (tests/log_audit.py).
+    """
+    environ = {**os.environ, "HUB_LOG__LEVEL": "DEBUG", **(env or {}), "PYTHONUNBUFFERED": "1"}
+    procs = []
+    for _ in range(count):
+        path = log_audit.output_file("worker")
+        with path.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hub.cli", "--settings", str(settings_file), "worker"],
+                cwd=ROOT,
+                env=environ,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _outputs[proc.pid] = path
+        procs.append(proc)
     try:
         yield procs
     finally:
         for proc in procs:
             stop(proc)
+
+
+_outputs: dict[int, Path] = {}
+
+
+def output_of(proc: subprocess.Popen[bytes], tail: int = 3000) -> str:
+    """The end of what a worker started by ``worker_processes`` printed (for a test's failure message)."""
+    path = _outputs.get(proc.pid)
+    if path is None or not path.exists():
+        return ""
+    return path.read_bytes()[-tail:].decode(errors="replace")
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -80,8 +99,6 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             proc.wait(timeout=10)
         except ProcessLookupError:
             pass
-    if proc.stderr is not None:
-        proc.stderr.close()
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 
 from channels.base import WebhookRejected, WebhookRequest
 from hub import announcements, applicants, delivery, subscriptions
-from hub.api import errors, limits
+from hub.api import approvals, errors, limits
 from hub.api.deps import AnyKey, HubDep, IntakeKey, StaffKey, idempotent, refuse_bad_text
 from hub.api.errors import KEYED, documented
+from hub.console import install as install_console
 from hub.context import ChannelNotHere, Hub
 from hub.errors import InvalidInput
 from hub.inbound import handle_inbound
@@ -43,9 +44,14 @@ def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> F
             yield
             return
         from hub.context import build_hub
+        from hub.logs import configure, secret_values
         from hub.settings import load_settings
 
-        built = await build_hub(load_settings(settings_path))
+        # A process of its own (uvicorn's app factory): the hub's logging, as every `hub` command sets
+        # it up; uvicorn's would keep webhooks' query strings (secrets, numbers, PINs) in access lines.
+        settings = load_settings(settings_path)
+        configure(settings.log.level, settings.log.json_logs, settings.log.libraries, secret_values(settings))
+        built = await build_hub(settings)
         built.role = "api"  # an API process never opens a worker-owned channel session
         app.state.hub = built
         try:
@@ -68,7 +74,9 @@ def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> F
     guarded = APIRouter(dependencies=[Depends(refuse_bad_text)])
     _routes(guarded)
     app.include_router(guarded)
+    app.include_router(approvals.router)
     _webhooks(app)
+    install_console(app)  # the staff console under /console (issue 10)
     return app
 
 
@@ -171,7 +179,9 @@ def _routes(app: APIRouter) -> None:
         req = announcements.AnnouncementInput(**body.model_dump(exclude={"action"}))
 
         async def run(within: Any) -> tuple[int, dict[str, Any]]:
-            ann, message = await announcements.create(hub, req, publish=body.action == "publish")
+            ann, message = await announcements.create(
+                hub, req, publish=body.action == "publish", created_key_id=key.id
+            )
             return 201, {"id": ann.id, "state": ann.state, "message_id": message.id if message else None}
 
         return await idempotent(hub, key, idempotency_key, body.model_dump(mode="json"), run)

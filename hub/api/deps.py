@@ -22,7 +22,7 @@ from hub.api import limits
 from hub.applicants import Within
 from hub.clock import utcnow
 from hub.context import Hub
-from hub.keys import authenticate
+from hub.keys import authenticate, note_use
 from hub.store.models import ApiKey, IdempotentRequest
 
 
@@ -58,15 +58,15 @@ async def refuse_bad_text(request: Request) -> None:
 
 def _bad_text_in(request: Request) -> str | None:
     for name, value in request.path_params.items():
-        if _bad(str(value)):
+        if unusable_text(str(value)):
             return f"path.{name}"
-    if _bad(request.url.path):
+    if unusable_text(request.url.path):
         return "path"
     for name, value in request.query_params.multi_items():
-        if _bad(name) or _bad(value):
+        if unusable_text(name) or unusable_text(value):
             return f"query.{name}"
     for name, value in request.headers.items():
-        if _bad(value):
+        if unusable_text(value):
             return f"header.{name}"
     return None
 
@@ -74,11 +74,11 @@ def _bad_text_in(request: Request) -> str | None:
 def _bad_text(value: Any, where: str) -> str | None:
     """The dotted path (``contacts.0.address``) of the first bad string in a parsed JSON body."""
     if isinstance(value, str):
-        return where if _bad(value) else None
+        return where if unusable_text(value) else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         inner = f"{where}.{key}" if where else str(key)
-        if isinstance(key, str) and _bad(key):
+        if isinstance(key, str) and unusable_text(key):
             return inner
         found = _bad_text(item, inner)
         if found is not None:
@@ -86,7 +86,8 @@ def _bad_text(value: Any, where: str) -> str | None:
     return None
 
 
-def _bad(text: str) -> bool:
+def unusable_text(text: str) -> bool:
+    """A NUL or a lone surrogate: text no database column or log line can hold (answered 4xx)."""
     if "\x00" in text:
         return True
     try:
@@ -114,6 +115,7 @@ async def api_key(
     if key is None:
         await limits.wrong_key(hub, who)
         raise HTTPException(401, "API key not recognised or revoked")
+    await note_use(hub, key)
     return key
 
 

@@ -11,6 +11,7 @@ what they share.
 from hub.cli import setup, people, announcing, processes  # noqa: F401
 from hub.cli import citizens  # noqa: F401
 from hub.cli import secret  # noqa: F401
+from hub.cli import users  # noqa: F401
 
 # isort: on
 from hub.cli.common import app

@@ -87,6 +87,9 @@ def run(
             f"hub running on http://{config.host}:{config.port} (API docs at /docs); "
             f"channels: {', '.join(sorted(hub.channels)) or 'none'}; Ctrl+C stops"
         )
+        out.print(
+            f"console: {console_address(settings.hub.public_url, config.host, config.port)}", highlight=False
+        )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -104,6 +107,18 @@ def run(
                 raise t.exception()  # type: ignore[misc]
 
     with_hub(work, migrate=True)
+
+
+def console_address(public_url: str, host: str, port: int) -> str:
+    """Where staff open the console: the address `hub run` listens on, as a browser on the machine types it.
+
+    Listening on every interface (``0.0.0.0``, ``::``) names no address to type, so the public URL is
+    given instead (the one the offices reach through their proxy).
+    """
+    if host in ("0.0.0.0", "::", ""):
+        return public_url.rstrip("/") + "/console/"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/console/"
 
 
 async def _listen(hub: Hub, name: str) -> None:

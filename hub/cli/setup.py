@@ -36,6 +36,31 @@ def init(
     out.print(asyncio.run(_deployment_key(settings)), highlight=False)
     if sample:
         regions_load(Path(__file__).resolve().parents[2] / "data" / "offices.toml")
+        with_hub(_sample_admin, redis=False)
+
+
+#: The demo admin ``hub init --sample`` makes for the sample office.
+SAMPLE_ADMIN = ("admin@kota-serang.example.go.id", "kota-serang")
+
+
+async def _sample_admin(hub: Hub) -> None:
+    """A demo admin for the sample office, and how to sign in (once: a second run leaves it be)."""
+    from sqlalchemy import func, select
+
+    from hub.cli.users import console_url, create_account
+    from hub.console.auth import Role
+    from hub.store.models import StaffUser
+
+    email, office = SAMPLE_ADMIN
+    async with hub.db.session() as session:
+        exists = await session.scalar(select(func.count()).where(StaffUser.email == email))
+    out.print(f"console: {console_url(hub)}", highlight=False)
+    if exists:
+        out.print(f"demo admin: {email} (new password: hub users reset-password {email})", highlight=False)
+        return
+    _, password = await create_account(hub, office, Role.ADMIN, email, "Admin Demo Kota Serang")
+    out.print(f"demo admin: {email}, one-time password: {password}", highlight=False)
+    out.print("sign in, choose a new password, then turn on two-step verification (TOTP)", highlight=False)
 
 
 async def _deployment_key(settings: Settings) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import Integer, and_, cast, func, literal, null, select, true, u
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.store.models import (
+    Announcement,
     Delivery,
     Endpoint,
     Message,
@@ -121,10 +122,26 @@ async def start_if_due(hub: Hub, message_id: int) -> None:
     if ahead > 0:
         await asyncio.sleep(ahead)
     async with hub.db.transaction() as session:
-        await session.execute(
+        started = await session.execute(
             update(table)
             .where(table.c.id == message_id, table.c.state == "scheduled", table.c.send_at <= utcnow())
             .values(state="planning")
+            .returning(table.c.announcement_id)
+        )
+        await publish_started(session, started.scalars())
+
+
+async def publish_started(session: Any, announcement_ids: Iterable[int | None]) -> None:
+    """Scheduled announcements whose message just started are ``published``, in the message's transaction.
+
+    Only a ``scheduled`` one moves: one cancelled meanwhile stays cancelled.
+    """
+    ids = sorted({i for i in announcement_ids if i is not None})
+    if ids:
+        await session.execute(
+            update(Announcement)
+            .where(Announcement.id.in_(ids), Announcement.state == "scheduled")
+            .values(state="published")
         )
 
 

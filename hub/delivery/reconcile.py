@@ -8,10 +8,12 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 
+from hub import audience
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.delivery import retention
 from hub.delivery.claim import dead_claims
+from hub.delivery.plan import publish_started
 from hub.delivery.states import PENDING, deliveries
 from hub.logs import log
 from hub.store.models import (
@@ -69,16 +71,16 @@ async def messages_to_plan(hub: Hub) -> list[tuple[int, str, bool]]:
     table = Message.__table__
     async with hub.db.transaction() as session:
         # A schedule may have been moved earlier: its deferred job is then too late, so start a fresh one.
-        started = set(
-            (
-                await session.execute(
-                    update(table)
-                    .where(table.c.state == "scheduled", table.c.send_at <= now)
-                    .values(state="planning")
-                    .returning(table.c.id)
-                )
-            ).scalars()
-        )
+        moved = (
+            await session.execute(
+                update(table)
+                .where(table.c.state == "scheduled", table.c.send_at <= now)
+                .values(state="planning")
+                .returning(table.c.id, table.c.announcement_id)
+            )
+        ).all()
+        started = {message_id for message_id, _ in moved}
+        await publish_started(session, (announcement_id for _, announcement_id in moved))
         rows = (
             await session.execute(
                 select(Message.id, Message.lane, Message.plan_touched_at, Message.send_at).where(
@@ -104,6 +106,7 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
             lane, [(ch, ids) for ln, ch, ids in batches if ln == lane and ch in hub.channels]
         )
     await retention.tidy(hub)  # erasures whose reply went out; old delivery rows to counts
+    await audience.refresh_if_due(hub)  # the console's recipient counts, when due and changed
     if batches or planned:
         log.info("reconciled", batches=len(batches), plans=planned)
     return {"batches": len(batches), "plans": planned}

@@ -119,6 +119,8 @@ class Subscription(Base):
 
 class Announcement(Base):
     __tablename__ = "announcements"
+    #: The console's dashboard pages one state of an office's announcements, newest first.
+    __table_args__ = (Index("ix_announcements_state_office", "state", "office_id", "id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     office_id: Mapped[str] = mapped_column(ForeignKey("offices.id"), index=True)
     template: Mapped[str] = mapped_column(String(64))
@@ -128,11 +130,22 @@ class Announcement(Base):
     targets: Mapped[dict[str, Any]] = mapped_column(default=dict)
     valid_from: Mapped[datetime | None] = mapped_column(DateTime)
     valid_until: Mapped[datetime | None] = mapped_column(DateTime)
-    #: draft -> scheduled/published -> cancelled
-    state: Mapped[str] = mapped_column(String(16), default="draft")
+    #: draft -> (awaiting_approval -> draft again when sent back) -> scheduled/published -> cancelled
+    state: Mapped[str] = mapped_column(String(20), default="draft")
     publish_at: Mapped[datetime | None] = mapped_column(DateTime)
     corrects_id: Mapped[int | None] = mapped_column(ForeignKey("announcements.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: Who wrote it: a console user (``staff_users.id``; no foreign key, the table comes later and a
+    #: user's removal must not lose the record) or an API key. Both null: the CLI or before issue 10.
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_key_id: Mapped[int | None] = mapped_column(Integer)
+    #: The two-person rule (hub.approvals): submitted, then approved by someone else or sent back.
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    approved_by: Mapped[int | None] = mapped_column(Integer)
+    approved_key_id: Mapped[int | None] = mapped_column(Integer)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: The approver's comment when sending it back (kept on the draft until it is submitted again).
+    review_comment: Mapped[str | None] = mapped_column(Text)
 
 
 class ApplicantCase(Base):
@@ -244,6 +257,8 @@ class Delivery(Base):
         UniqueConstraint("message_id", "endpoint_id", name="uq_delivery"),
         Index("ix_deliveries_due", "state", "next_attempt_at"),
         Index("ix_deliveries_claim", "claim"),
+        #: The console's progress per channel and state, and "anything pending?", from the index alone.
+        Index("ix_deliveries_message_state", "message_id", "state", "channel"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
@@ -293,6 +308,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(128))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: When the key last authenticated a request, to the minute (``hub.keys.note_use``); null: never.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class IdempotentRequest(Base):
@@ -343,3 +360,74 @@ class DeliveryCount(Base):
     channel: Mapped[str] = mapped_column(String(32), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StaffUser(Base):
+    """A console account (issue 10): one office, one role over that office's subtree of the region tree.
+
+    The password is kept as an argon2 hash; the TOTP secret sealed with the deployment key
+    (``hub.console.accounts``), never in clear. ``failed_logins`` and ``locked_until`` make the lock-out.
+    """
+
+    __tablename__ = "staff_users"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    office_id: Mapped[str] = mapped_column(ForeignKey("offices.id"), index=True)
+    #: viewer | editor | approver | admin
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
+    totp_sealed: Mapped[str | None] = mapped_column(Text)
+    #: The last TOTP time step accepted: a code is good once.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StaffSession(Base):
+    """A console session: the cookie holds a signed random token, this row its SHA-256 (sign-out ends it)."""
+
+    __tablename__ = "staff_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id", ondelete="CASCADE"), index=True)
+    #: totp (password checked, code awaited) | ok (signed in)
+    stage: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what in the console, appended only: the hub has no path that edits or deletes a row."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_office_id_id", "office_id", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: No foreign key: the record outlives whatever it names.
+    staff_id: Mapped[int | None] = mapped_column(BigId)
+    staff_email: Mapped[str] = mapped_column(String(320))
+    office_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AudienceCount(Base):
+    """Confirmed, active endpoints per scope, channel and language, counted by the reconciler.
+
+    ``scope`` is ``topic`` (``scope_id`` its slug), ``office`` (each endpoint once over the office's
+    topics) or ``region`` (each endpoint once over the topics of every office at or below it). The console
+    reads these instead of counting a million subscriptions per page view (``hub.audience``); publishing
+    and the two-person rule still count for real.
+    """
+
+    __tablename__ = "audience_counts"
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    locale: Mapped[str] = mapped_column(String(8), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    counted_at: Mapped[datetime] = mapped_column(DateTime)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import httpx
 import pytest
 
 from hub.settings import Settings
+from tests import log_audit
 from tests.conftest import PG_URL, ROOT, Mailbox, _drop_schema, free_port, make_settings
 from tests.workers import write_settings
 
@@ -55,7 +58,8 @@ class Deployment:
     def api(self) -> httpx.Client:
         """A client on the running hub's API (start it with ``start_run`` first)."""
         if self._client is None:
-            self._client = httpx.Client(base_url=self.url, timeout=30.0)
+            hooks = {"response": [_forbid_receipt]}
+            self._client = httpx.Client(base_url=self.url, timeout=30.0, event_hooks=hooks)
         return self._client
 
     def configure(self, **sections: dict[str, Any]) -> None:
@@ -73,7 +77,9 @@ class Deployment:
         write_settings(self.settings, self.settings_file)
 
     def _environ(self, env: dict[str, str] | None) -> dict[str, str]:
-        return {**os.environ, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+        # The hub's most verbose logs, for the log audit (tests/log_audit.py); a test's env may lower it.
+        debug = {"HUB_LOG__LEVEL": "DEBUG"}
+        return {**os.environ, **debug, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
 
     def cli(
         self,
@@ -93,6 +99,7 @@ class Deployment:
             text=True,
             timeout=timeout,
         )
+        log_audit.record_command(f"hub-{args[0] if args else 'help'}", result.stdout, result.stderr)
         if check and result.returncode != 0:
             pytest.fail(
                 f"`hub {' '.join(args)}` exited {result.returncode}\n"
@@ -181,6 +188,18 @@ class Deployment:
             self._client.close()
         for proc in self.procs:
             self.stop(proc)
+        for log in self._logs.values():
+            log_audit.watch(log)
+
+
+def _forbid_receipt(response: httpx.Response) -> None:
+    """A receipt's PIN and deep-link code, as the API hands them out, may appear in no log line."""
+    request = response.request
+    if request.method == "POST" and request.url.path == "/v1/applicants" and response.status_code < 300:
+        response.read()
+        receipt = response.json()
+        log_audit.forbid(receipt.get("pin"), "PIN")
+        log_audit.forbid(receipt.get("link_code"), "deep-link code")
 
 
 @pytest.fixture
@@ -223,3 +242,104 @@ def make_deployment(
 def deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
     """One hub on SQLite with email to the SMTP sink, initialised, no process started yet."""
     return make_deployment()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A real browser for the console (issue 10): Debian's Chromium driven by Playwright, never a download.
+
+#: Installed by scripts/install-chromium.sh (``make test-deps``); another path through this variable.
+CHROMIUM = Path(os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium"))
+#: Where browser tests leave screenshots for docs/console.md.
+SCREENSHOTS = ROOT / "docs" / "console"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium for one test (about a second to start).
+
+    Not shared across tests: Playwright's sync API holds an event loop on this thread while it runs,
+    and every asyncio test the same process ran afterwards would fail to start its own.
+    """
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-chromium.sh (make test-deps)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # As root (CI containers) Chromium's sandbox cannot start; the pages it opens are our own.
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@contextmanager
+def browser_tab(browser: Any) -> Iterator[Any]:
+    """A fresh browser tab (own cookies), Indonesian, a laptop-sized window; 15 s per action at most."""
+    context = browser.new_context(locale="id-ID", viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A tab of its own (``browser_tab``); a second user in the same test opens another with it."""
+    with browser_tab(browser) as tab:
+        yield tab
+
+
+#: axe-core rule tags checked on console pages: WCAG 2.0 and 2.1, levels A and AA.
+WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """axe-core's serious and critical WCAG 2.1 AA violations on the page as shown, one line each.
+
+    axe-core ships inside axe-playwright-python (no download); ``page.evaluate`` injects it past the
+    console's Content-Security-Policy, as browser tooling does.
+    """
+    from axe_playwright_python.sync_playwright import Axe
+
+    options = {"runOnly": {"type": "tag", "values": WCAG_AA}, "resultTypes": ["violations"]}
+    found = Axe().run(page, options=options).response["violations"]
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {', '.join(str(n['target']) for n in v['nodes'][:3])}"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def checked_screenshot(page: Any, name: str) -> None:
+    """A whole-page screenshot ``docs/console/NAME.png`` for docs/console.md, once axe finds no serious
+    accessibility problem on the page as shown."""
+    assert accessibility_problems(page) == [], page.url
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def console_user(deployment: Deployment, office: str, email: str, role: str) -> str:
+    """A console user made with `hub users create`, as an admin does; its one-time password."""
+    shown = deployment.cli("users", "create", "--office", office, "--email", email, "--role", role).stdout
+    found = re.search(r"one-time password: (\S+)", shown)
+    assert found, shown
+    log_audit.forbid(found.group(1), "one-time password")
+    return found.group(1)
+
+
+def first_sign_in(page: Any, base: str, email: str, one_time: str, password: str) -> None:
+    """Sign in with the one-time password and change it to ``password``, as the console asks at first."""
+    log_audit.forbid(password, "staff password")
+    page.goto(f"{base}/console/masuk")
+    page.fill("#email", email)
+    page.fill("#password", one_time)
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/console/akun/sandi.*"))
+    page.fill("#current", one_time)
+    page.fill("#new", password)
+    page.fill("#repeat", password)
+    page.click("main form button[type=submit]")
+    page.wait_for_url(re.compile(r".*selesai=1.*"))

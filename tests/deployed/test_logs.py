@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import urlencode
-
-import pytest
 
 from tests.conftest import free_port
 from tests.deployed.conftest import Deployment
@@ -36,15 +34,6 @@ SMS = {
                   "url": f"http://127.0.0.1:{free_port()}/cgi-bin/sendsms"}],
 }  # fmt: skip
 REFERENCE = "KTP-2031-0042"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeTelegram]:
-    server = FakeTelegram().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_no_address_pin_token_or_secret_reaches_the_logs_at_debug(

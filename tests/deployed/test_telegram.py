@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,16 +47,6 @@ HOURS = (  # data/offices.toml: the office's recorded change of 2020-03
     "- Jumat: 08.00\u201310.00 WIB\n"
     "Kuota: 50 orang per hari."
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeTelegram]:
-    """The Bot API on a free port of 127.0.0.1, for this test only."""
-    server = FakeTelegram().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def with_telegram(

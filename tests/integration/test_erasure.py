@@ -35,7 +35,7 @@ from hub.store.models import (
 from tests.fakes.telegram_api import FakeTelegram
 from tests.integration.sms.conftest import HubFactory, api_port, kannel, make_sms_hub  # noqa: F401
 from tests.integration.sms.test_keywords import Phone
-from tests.integration.telegram.conftest import Chat, bot, fake, tg_hub  # noqa: F401
+from tests.integration.telegram.conftest import Chat, bot, tg_hub  # noqa: F401
 from tests.integration.test_cli import cli, prepared_db  # noqa: F401
 
 CHAT = 987_654_321

@@ -1,8 +1,10 @@
-"""Issue 9, standing check: every route is authenticated by an API key, or listed here with its reason.
+"""Issues 9 and 10, standing check: every route is authenticated, or listed here with its reason.
 
-A new route without ``StaffKey`` / ``IntakeKey`` / ``AnyKey`` fails this test until it is added to
+A new API route without ``StaffKey`` / ``IntakeKey`` / ``AnyKey`` fails this test until it is added to
 ``PUBLIC`` with the secret it checks (a signed link token, a channel's webhook secret) or the reason it
 needs none. Public routes that change state are then tried with a forged secret: refused, nothing done.
+A console route (under ``/console``) needs a ``need(...)`` dependency (a signed-in user with a role),
+or a place in ``CONSOLE_PUBLIC`` with its reason.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ PUBLIC: dict[tuple[str, str], str] = {
     ),
 }
 
+#: Console routes anyone may reach, and why (everything else under /console needs ``need(...)``).
+CONSOLE_PUBLIC: dict[tuple[str, str], str] = {
+    ("GET", "/console/masuk"): "the sign-in form",
+    ("POST", "/console/masuk"): "checks a password; CSRF-checked, limited per client and account, lock-out",
+    ("GET", "/console/masuk/kode"): "the TOTP step, only for a browser whose password was just accepted",
+    ("POST", "/console/masuk/kode"): "checks a TOTP code of such a browser; CSRF-checked, limited, lock-out",
+    ("GET", "/console/static/{name}"): "the stylesheet and scripts: the same for everyone, no data",
+    ("GET", "/console/{rest:path}"): "the console's 404 page for any other path: says nothing more",
+}
+
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -67,9 +79,22 @@ def _needs_key(dependant: Dependant) -> bool:
     return any(d.call is api_key or _needs_key(d) for d in dependant.dependencies)
 
 
+def _console_role(dependant: Dependant) -> object | None:
+    """The role a route's ``need(...)`` dependency asks for, if it has one."""
+    for d in dependant.dependencies:
+        role = getattr(d.call, "console_role", None) or _console_role(d)
+        if role is not None:
+            return role
+    return None
+
+
+def _api_routes() -> Iterator[tuple[str, str, Route]]:
+    return ((m, p, r) for m, p, r in _routes() if not p.startswith("/console"))
+
+
 def test_every_route_needs_a_key_or_is_listed_with_its_reason():
     unlisted, stale = [], set(PUBLIC)
-    for method, path, route in _routes():
+    for method, path, route in _api_routes():
         keyed = isinstance(route, APIRoute) and _needs_key(route.dependant)
         stale.discard((method, path))
         if keyed:
@@ -83,7 +108,7 @@ def test_every_route_needs_a_key_or_is_listed_with_its_reason():
 def test_state_changing_routes_are_all_keyed_except_the_listed_ones():
     public_writes = sorted(
         f"{method} {path}"
-        for method, path, route in _routes()
+        for method, path, route in _api_routes()
         if method in STATE_CHANGING and not (isinstance(route, APIRoute) and _needs_key(route.dependant))
     )
     assert public_writes == [
@@ -91,6 +116,48 @@ def test_state_changing_routes_are_all_keyed_except_the_listed_ones():
         "POST /v1/subscriptions/email",
         "POST /v1/unsubscribe/{token}",
     ]
+
+
+def test_every_console_route_needs_a_role_or_is_listed_with_its_reason():
+    unchecked, stale, seen = [], set(CONSOLE_PUBLIC), 0
+    for method, path, route in _routes():
+        if not path.startswith("/console"):
+            continue
+        seen += 1
+        stale.discard((method, path))
+        role = _console_role(route.dependant) if isinstance(route, APIRoute) else None
+        if role is not None:
+            assert (method, path) not in CONSOLE_PUBLIC, (
+                f"{method} {path} needs a role: remove it from the list"
+            )
+        elif (method, path) not in CONSOLE_PUBLIC:
+            unchecked.append(f"{method} {path}")
+    assert seen > len(CONSOLE_PUBLIC), "the console's routes were not found"
+    assert unchecked == [], "console routes without need(...) (add it, or a reason to CONSOLE_PUBLIC)"
+    assert stale == set(), "CONSOLE_PUBLIC lists routes the console no longer has"
+
+
+def test_console_role_check_is_found_through_sub_dependencies():
+    """The audit would catch a route that lost its check: one without ``need`` has no role."""
+    from fastapi import Depends, FastAPI, Request
+
+    from hub.console.auth import Role, need
+
+    app = FastAPI()
+
+    async def via(request: Request, staff=Depends(need(Role.EDITOR))) -> object:
+        return staff
+
+    @app.get("/checked")
+    async def checked(user=Depends(via)) -> None: ...
+
+    @app.get("/unchecked")
+    async def unchecked(request: Request) -> None: ...
+
+    roles = {
+        route.path: _console_role(route.dependant) for route in app.routes if isinstance(route, APIRoute)
+    }
+    assert roles == {"/checked": Role.EDITOR, "/unchecked": None}
 
 
 async def test_public_routes_that_change_state_refuse_a_forged_secret(hub):

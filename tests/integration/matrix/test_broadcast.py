@@ -37,7 +37,7 @@ from tests.integration.matrix.conftest import (
     wait_until,
 )
 from tests.services.synapse import MatrixUser, NewUser, Person, SynapseServer
-from tests.workers import kill, worker_processes, write_settings
+from tests.workers import kill, output_of, worker_processes, write_settings
 
 CITIZENS = 50
 TITLE = "Pelayanan tatap muka dibatasi"
@@ -167,8 +167,7 @@ async def test_broadcast_reaches_each_once_through_a_killed_worker(
 
 def assert_alive(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
-        output = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise AssertionError(f"worker exited with {proc.returncode}:\n{output[-3000:]}")
+        raise AssertionError(f"worker exited with {proc.returncode}:\n{output_of(proc)}")
 
 
 async def kill_with_unrecorded_sends(

@@ -27,6 +27,7 @@ from hub.api.app import create_app
 from hub.context import Hub
 from hub.delivery import drain
 from hub.settings import Settings
+from tests import log_audit
 from tests.conftest import ROOT, make_settings, start_hub
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -76,15 +77,6 @@ def telegram_settings(
 
 # ---------------------------------------------------------------------------------------------------------
 # The fake Bot API and the hub
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeTelegram]:
-    server = FakeTelegram().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -240,6 +232,7 @@ def start_workers(settings: Settings, directory: Path, count: int = 2) -> Worker
                     )
                 )
             workers.logs.append(log)
+            log_audit.watch(log)
     except BaseException:
         stop_workers(workers)
         raise

@@ -1,0 +1,1 @@
+"""Console page modules: each has a module-level ``router`` (``hub.console.PAGES`` lists them)."""
