@@ -71,7 +71,8 @@ def _keyboard_sign_in(page: Any, email: str, totp: pyotp.TOTP) -> None:
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_url("**/console/masuk/kode**")
-    assert _is_focused(page, "#code")  # autofocus: the one thing to type
+    # autofocus: the one thing to type (applied once the page has loaded, a moment after the URL changed)
+    page.wait_for_function("document.activeElement !== null && document.activeElement.matches('#code')")
     # Enrolment used this 30-second step's code: the next step's is the one still unused.
     page.keyboard.type(totp.at(time.time() + totp.interval))
     page.keyboard.press("Enter")

@@ -15,6 +15,9 @@ from hub.delivery import drain
 from hub.store.models import Announcement, AuditEntry
 from tests.conftest import ROOT
 from tests.console import csrf_of, make_staff, sign_in
+from tests.integration.console.conftest import sqlite_only
+
+database = pytest.fixture(sqlite_only)
 
 GOLDEN = ROOT / "tests" / "golden" / "console"
 UPDATE = os.environ.get("HUB_UPDATE_GOLDEN") == "1"

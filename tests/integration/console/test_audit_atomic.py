@@ -13,7 +13,10 @@ from hub.console import audit
 from hub.console.auth import Role
 from hub.store.models import Announcement, AuditEntry
 from tests.console import csrf_of
+from tests.integration.console.conftest import sqlite_only
 from tests.integration.console.test_announcements import HOURS, _post, _signed_in
+
+database = pytest.fixture(sqlite_only)
 
 FREE = announcements.AnnouncementInput(
     template="free_text", topics=["kota-pekalongan"], data={"title": "Uji", "text": "Pesan uji."}

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from hub import keys
 from hub.store.models import ApiKey, AuditEntry, Endpoint, KeyValue, Subscriber, Subscription, Topic
 from tests.console import csrf_of, make_staff, sign_in
+from tests.integration.console.conftest import sqlite_only
+
+database = pytest.fixture(sqlite_only)
 
 PASSWORD = "sandi-rahasia-panjang"
 SCRIPT = "<script>alert(1)</script>"

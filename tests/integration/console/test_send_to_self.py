@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlalchemy import select
 
 from hub import subscriptions
 from hub.console.auth import Role
 from hub.delivery import drain
 from hub.store.models import Announcement, AuditEntry, Message
+from tests.integration.console.conftest import sqlite_only
 from tests.integration.console.test_announcements import HOURS, _count, _post, _signed_in
+
+database = pytest.fixture(sqlite_only)
 
 CITIZEN = "warga@mail.example.com"
 SUBJECT = "Dindukcapil Kota Pekalongan: jam layanan baru"

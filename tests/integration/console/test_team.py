@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
 from sqlalchemy import func, select
 
 from hub.console import accounts
 from hub.store.models import AuditEntry, StaffSession, StaffUser
 from tests.console import csrf_of, make_staff, post_form, sign_in, user_row
+from tests.integration.console.conftest import sqlite_only
+
+database = pytest.fixture(sqlite_only)
 
 PASSWORD = "kata-sandi-rahasia-1"
 SCRIPT = "<script>alert(1)</script>"
