@@ -107,11 +107,13 @@ class Deployment:
             )
         return result
 
-    def _start(self, args: list[str], env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    def _start(
+        self, args: list[str], env: dict[str, str] | None, command: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = self.workdir / f"{args[0]}-{len(self.procs)}.log"
         with log.open("wb") as sink:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "--settings", str(self.settings_file), *args],
+                command or [sys.executable, "-m", "hub.cli", "--settings", str(self.settings_file), *args],
                 cwd=self.workdir,
                 env=self._environ(env),
                 stdin=subprocess.DEVNULL,
@@ -128,6 +130,25 @@ class Deployment:
         proc = self._start(["run", "--port", str(self.port), *args], env)
         self.wait_for(lambda: self._answers(proc), START_TIMEOUT, f"`hub run` answering on {self.url}", proc)
         return proc
+
+    def start_api(self) -> tuple[subprocess.Popen[bytes], str]:
+        """The HTTP API alone, as a separate service runs it (uvicorn's app factory, HUB_SETTINGS)."""
+        port = free_port()
+        app = ["--factory", "hub.api.app:create_app", "--port", str(port)]
+        uvicorn = [sys.executable, "-m", "uvicorn", *app]
+        proc = self._start(["api"], {"HUB_SETTINGS": str(self.settings_file)}, command=uvicorn)
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"the API exited with {proc.returncode}:\n{self.log(proc)}")
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1.0).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        self.wait_for(answers, START_TIMEOUT, "the API process", proc)
+        return proc, url
 
     def start_worker(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start `hub worker`; it is running once the process is up (its jobs wait in Redis meanwhile)."""

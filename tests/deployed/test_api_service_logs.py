@@ -9,7 +9,6 @@ the hub and never configures logging prints plain tracebacks too.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from urllib.parse import urlencode
@@ -32,34 +31,14 @@ SMS = {
 
 def test_the_api_as_its_own_service_logs_paths_without_query_strings(deployment: Deployment) -> None:
     deployment.configure(channels={"sms": SMS})
-    port, log = free_port(), deployment.workdir / "api-service.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "hub.api.app:create_app", "--port", str(port)],
-            cwd=deployment.workdir,
-            env={**os.environ, "HUB_SETTINGS": str(deployment.settings_file)},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deployment.procs.append(proc)
-    deployment._logs[proc.pid] = log  # stopped and read by the log audit with the deployment's own
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1.0).status_code < 500
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
-    deployment.wait_for(up, 60, "the API process")
+    proc, url = deployment.start_api()
     mo = {"kind": "mo", "k": MO_SECRET, "from": PHONE, "text": "LACAK KTP-2031-0042 482913"}
     answered = httpx.get(f"{url}/v1/channels/sms/webhook?{urlencode(mo)}", timeout=30)
     wrong = httpx.get(f"{url}/v1/channels/sms/webhook?{urlencode({**mo, 'k': 'not-it'})}", timeout=30)
     assert (answered.status_code, wrong.status_code) == (200, 403)
     deployment.stop(proc)
 
-    written = log.read_text(encoding="utf-8", errors="replace")
+    written = deployment.log(proc)
     access = [line.split(" - ", 1)[1] for line in written.splitlines() if "/v1/channels/sms/webhook" in line]
     assert access == [
         '"GET /v1/channels/sms/webhook HTTP/1.1" 200 OK',

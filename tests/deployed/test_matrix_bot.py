@@ -8,10 +8,7 @@ to Matrix, so a call to the Matrix webhook route cannot take the device from the
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from tests.deployed.conftest import Deployment
 from tests.integration.matrix.conftest import matrix_conf
 from tests.services.synapse import MatrixUser, NewUser, Person
@@ -90,35 +86,6 @@ async def test_matrix_bot_joins_and_answers_in_the_deployed_worker(
     await subscribe_by_chat(deployment, await new_user("citra"), bot)
 
 
-def start_api_only(deployment: Deployment) -> tuple[subprocess.Popen[bytes], str]:
-    """The HTTP API alone, as a separate service would run it (uvicorn's app factory, HUB_SETTINGS)."""
-    port = free_port()
-    log = deployment.workdir / "api.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "hub.api.app:create_app", "--port", str(port)],
-            cwd=deployment.workdir,
-            env={**os.environ, "HUB_SETTINGS": str(deployment.settings_file)},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deployment.procs.append(proc)
-    deployment._logs[proc.pid] = log
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"the API exited with {proc.returncode}:\n{deployment.log(proc)}")
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1.0).status_code < 500
-        except httpx.HTTPError:
-            return False
-
-    deployment.wait_for(up, 60, "the API process")
-    return proc, url
-
-
 async def test_an_api_process_never_takes_the_matrix_device_from_the_workers(
     make_deployment: Callable[..., Deployment],
     synapse: Any,
@@ -128,7 +95,7 @@ async def test_an_api_process_never_takes_the_matrix_device_from_the_workers(
 ) -> None:
     store = tmp_path / "store"
     deployment = make_deployment(channels={"matrix": matrix_conf(synapse.base_url, bot, store)})
-    api, url = start_api_only(deployment)
+    api, url = deployment.start_api()
     # Anyone on the internet can call the webhook route; Matrix takes no webhooks.
     answer = httpx.post(f"{url}/v1/channels/matrix/webhook", json={"hello": "matrix"}, timeout=30)
     assert (answer.status_code, answer.json()) == (404, {"error": "channel 'matrix' takes no webhooks"})

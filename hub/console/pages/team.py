@@ -121,15 +121,25 @@ async def member(user_id: str, request: Request, staff: Staff = Depends(ADMIN)) 
     if user is None:
         return web.not_found(request, staff)
     notice = request.query_params.get("ok", "")
+    return _member_page(request, staff, user, notice if notice in NOTICES else "")
+
+
+NOTICES = ("role_changed", "deactivated", "activated")
+
+
+def _member_page(
+    request: Request, staff: Staff, user: StaffUser, notice: str = "", error: str = "", status_code: int = 200
+) -> HTMLResponse:
     return web.page(
         request,
         "team/member.html.j2",
         staff,
+        status_code=status_code,
         user=user,
         roles=list(Role),
         now=utcnow(),
-        notice=notice if notice in ("role_changed", "deactivated", "activated") else "",
-        error="",
+        notice=notice,
+        error=error,
     )
 
 
@@ -154,17 +164,7 @@ async def change_role(user_id: str, request: Request, staff: Staff = Depends(ADM
 
 
 def _refuse_self(request: Request, staff: Staff, user: StaffUser) -> HTMLResponse:
-    return web.page(
-        request,
-        "team/member.html.j2",
-        staff,
-        status_code=400,
-        user=user,
-        roles=list(Role),
-        now=utcnow(),
-        notice="",
-        error="team.not_self",
-    )
+    return _member_page(request, staff, user, error="team.not_self", status_code=400)
 
 
 @router.post("/tim/{user_id}/reset")
