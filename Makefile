@@ -19,6 +19,7 @@ test-deps: $(BIN)/.installed
 	scripts/install-kannel.sh
 	scripts/install-synapse.sh
 	scripts/install-chromium.sh
+	scripts/install-pdf-tools.sh
 
 # Two processes: most tests wait on peers (workers, Synapse, Kannel), and each process has its own.
 test: test-deps

@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks.common import REDIS_ENV, REDIS_URL, ROOT, fmt, machine
 
 #: The spine first, then the channels; every one writes a ``Result`` (``--json-out``) through common.cli.
-BENCHMARKS = ("pipeline", "email", "lanes", "planning", "telegram", "matrix", "sms", "console")
+BENCHMARKS = ("pipeline", "email", "lanes", "planning", "telegram", "matrix", "sms", "console", "public")
 
 METHOD = """\
 ## Method
@@ -119,6 +119,18 @@ load, so that a busy machine moves both:
   fit in `--budget` seconds for a slow page: the notes give the count). Ceiling: `GET /healthz` (a
   database and a Redis ping) of the same server in the same run; the notes also give a benchmark-only
   `SELECT 1` route. Aim: p95 < 200 ms per page.
+- **public**: a real `hub run` (API, console, public pages and its in-process worker) on SQLite and on
+  PostgreSQL with 1,000 offices in 40 made-up provinces, loaded through the hub's region loader, and
+  100,000 published announcements with their messages, 100 per office over two years, two per office in
+  force now (`benchmarks/public_data.py`: copies of one announcement the hub made itself, Core
+  `executemany`). Every office's page and Atom feed is fetched once first (cold, one at a time: the
+  notes give that latency and the sizes); then wrk (Debian's, `scripts/install-wrk.sh`; one thread,
+  32 keep-alive connections, 10 s per run) asks a random office per request through a Lua script:
+  `/kantor/{office}`, `/kantor/{office}/feed.atom`, and the page with the `If-None-Match` read in the
+  warm-up (answered 304); one more run asks one office only (every request a cache hit). Pages stay
+  cached for `public.cache_seconds` (5 s), so the random runs include re-renders. Ceiling, same run,
+  same wrk settings: a bare Starlette app under uvicorn returning one office's bytes and headers for
+  every office (304 on a matching ETag). Aim: ≥ 1,000 requests/s.
 
 What the figures mean: with SQLite every claim and every outcome write takes the one database write
 lock, so the pipeline is bounded by write transactions (one claim and `100 / flush_every` record
@@ -156,7 +168,7 @@ Channels:
   below Synapse's per-event cost. The hub keeps more requests in flight than the bare loop (up to 10
   jobs × 8 rooms), which matters more against a faster homeserver. First contact with a citizen costs
   more than a message (profile lookup, `createRoom`, a coalesced `m.direct` update, then the message);
-  the benchmark sends to existing rooms, and `tests/integration/matrix/test_broadcast.py` covers 50 first
+  the benchmark sends to existing rooms, and `tests/integration/matrix/test_broadcast.py` covers 20 first
   contacts paced at 20/s.
 - SMS: Kannel itself is the bottleneck (smsbox's sendsms with `dlr-mask` 31 and a `dlr-url`, fakesmsc as
   SMSC): the bare loop gets fewer messages/s from 64 tasks than from 16, which is why the SMS channel

@@ -215,7 +215,8 @@ class Inbound:
 
     ``kind`` is ``command`` (``/jam``, ``!jam``, ``JAM``), ``button`` (``data`` holds the callback),
     ``text`` (anything else), ``receipt`` (a delivery report for ``delivery_id``) or ``member`` (the bot
-    was added to or removed from a group: ``text`` is ``added`` or ``removed``).
+    was added to or removed from a group: ``text`` is ``added`` or ``removed``) or ``reaction`` (someone
+    reacted to the message whose provider id is ``reply_ref``; ``text`` is the reaction's key).
     ``address`` is where a reply goes; ``sender`` identifies the person who wrote.
     ``sender_is_admin`` says, for a command or button press in a group or channel, whether the sender
     may manage that chat (a Telegram creator or administrator; on Matrix, power enough to change the
@@ -224,7 +225,7 @@ class Inbound:
     """
 
     channel: str
-    kind: Literal["command", "button", "text", "receipt", "member"]
+    kind: Literal["command", "button", "text", "receipt", "member", "reaction"]
     address: str = ""
     sender: str = ""
     chat_kind: EndpointKind = "person"
@@ -282,6 +283,9 @@ class Capabilities:
     instance_per_lane: bool = True
     #: ``Content.buttons`` are shown; otherwise the hub spells choices out in the text.
     buttons: bool = False
+    #: Reactions to the hub's own messages come back as ``reaction`` records (Matrix ``m.reaction``): a
+    #: kelurahan relay confirms a broadcast by reacting to it (``hub.relays``).
+    reactions: bool = False
     #: The bot may open a private conversation with a person (Matrix can; Telegram cannot).
     initiates_direct: bool = False
     #: What commands start with on this channel: ``/jam`` (Telegram), ``!jam`` (Matrix), ``JAM`` (SMS).

@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from channels.base import Content
-from hub import delivery, kinds
+from hub import delivery, freshness, kinds
 from hub.clock import as_utc, local_iso, to_utc, utcnow
 from hub.context import Hub
 from hub.errors import Conflict, InvalidInput, NotFound
@@ -302,6 +302,7 @@ async def publish_announcement(
             .where(Announcement.id == announcement_id, Announcement.state == expected)
             .values(state="scheduled" if scheduled else "published")
         )
+        await freshness.touch(session)
     await hub.queue.plan_soon(message.id, message.lane, at=message.send_at if scheduled else None)
     return message
 
@@ -430,12 +431,27 @@ async def audience_counts(hub: Hub, topic_ids: list[int]) -> dict[tuple[str, str
         return {(channel, locale): n for channel, locale, n in rows.all()}
 
 
+def went_out() -> ColumnElement[bool]:
+    """An announcement that reached citizens or is due to: published or scheduled, or cancelled after its
+    publish time (a correction cancelled then still withdraws what it corrected)."""
+    return or_(
+        Announcement.state.in_(("published", "scheduled")),
+        and_(
+            Announcement.state == "cancelled",
+            or_(Announcement.publish_at.is_(None), Announcement.cancelled_at >= Announcement.publish_at),
+        ),
+    )
+
+
 async def cancel(hub: Hub, announcement_id: int) -> int:
     async with hub.db.transaction() as session:
         announcement = await session.get(Announcement, announcement_id)
         if announcement is None:
             raise AnnouncementError(f"unknown announcement {announcement_id}")
+        if announcement.cancelled_at is None:  # the first cancel's time stays
+            announcement.cancelled_at = utcnow()
         announcement.state = "cancelled"
+        await freshness.touch(session)
         message_ids = list(
             (
                 await session.execute(select(Message.id).where(Message.announcement_id == announcement_id))
@@ -481,6 +497,7 @@ async def correct(hub: Hub, announcement_id: int, req: AnnouncementInput) -> tup
         )
         session.add(correction)
         await session.flush()
+        await freshness.touch(session)
         # The original's audience keeps its topics for unsubscribe links; the fan-out follows deliveries.
         topic_ids = list(
             (

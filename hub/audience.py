@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, union_all
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -49,15 +49,20 @@ def _joined(*columns: Any) -> Any:
     )
 
 
-async def region_offices(session: AsyncSession) -> dict[str, set[str]]:
-    """Every region with an office at or below it, and those offices (offices times tree depth rows)."""
+def _region_office_pairs(*columns: Any) -> Any:
+    """``(region, office)``: every region with an office at or below it (offices times tree depth rows)."""
     below = aliased(Region)
-    rows = await session.execute(
-        select(Region.code, Office.id)
+    return (
+        select(*columns)
         .select_from(Office)
         .join(below, below.code == Office.region_code)
         .join(Region, below.path.startswith(Region.path))
     )
+
+
+async def region_offices(session: AsyncSession) -> dict[str, set[str]]:
+    """Every region with an office at or below it, and those offices."""
+    rows = await session.execute(_region_office_pairs(Region.code, Office.id))
     out: dict[str, set[str]] = {}
     for code, office in rows.all():
         out.setdefault(code, set()).add(office)
@@ -84,18 +89,20 @@ async def count_all(session: AsyncSession) -> list[Row]:
     for code, under in sorted(regions.items()):
         if len(under) == 1:
             out += [("region", code, c, loc, n) for c, loc, n in offices.get(next(iter(under)), [])]
-    shared = sorted((code, office) for code, under in regions.items() if len(under) > 1 for office in under)
-    if shared:
-        # The (region, office) pairs as literal rows (a VALUES list with column names SQLite cannot alias).
-        pairs = union_all(
-            *(
-                select(literal(code).label("code"), literal(office).label("office_id"))
-                for code, office in shared
-            )
-        ).subquery("region_offices")
+    if any(len(under) > 1 for under in regions.values()):
+        # The (region, office) pairs of regions with several offices, joined in the database: one statement
+        # whatever the number of offices (literal rows, one UNION ALL term each, broke SQLite's 500 terms).
+        # MATERIALIZED: the pairs are built once (a prefix match per office), not once per subscription.
+        pairs = (
+            _region_office_pairs(Region.code.label("code"), Office.id.label("office_id"))
+            .cte("region_offices")
+            .prefix_with("MATERIALIZED")
+        )
+        shared = select(pairs.c.code).group_by(pairs.c.code).having(func.count() > 1)
         per_region = (
             _joined(pairs.c.code, Endpoint.channel, Subscriber.locale, distinct)
             .join(pairs, pairs.c.office_id == Topic.office_id)
+            .where(pairs.c.code.in_(shared))
             .group_by(pairs.c.code, Endpoint.channel, Subscriber.locale)
         )
         out += [("region", r, c, loc, int(n)) for r, c, loc, n in (await session.execute(per_region)).all()]

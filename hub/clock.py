@@ -7,12 +7,37 @@ back from the store are naive UTC; ``as_utc`` marks them so that converting them
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+#: A rehearsal clock (tests, drills): a file holding an ISO 8601 time. Every ``hub`` process started with
+#: ``HUB_CLOCK_FILE`` set reads the hub's time as that time plus what has passed since the file was
+#: written, so a test moves all its processes past a valid-from or valid-until by rewriting one file
+#: instead of waiting. Unset (production): the system clock, untouched.
+CLOCK_FILE = os.environ.get("HUB_CLOCK_FILE") or None
+_shift: tuple[tuple[int, int], timedelta] | None = None
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now + _rehearsal_shift() if CLOCK_FILE else now
+
+
+def _rehearsal_shift() -> timedelta:
+    """How far the rehearsal clock is from the system clock; read again only when the file changes."""
+    global _shift
+    try:
+        stat = os.stat(CLOCK_FILE)  # type: ignore[arg-type]
+    except FileNotFoundError:
+        return timedelta(0)
+    version = (stat.st_mtime_ns, stat.st_size)
+    if _shift is None or _shift[0] != version:
+        with open(CLOCK_FILE, encoding="utf-8") as file:  # type: ignore[arg-type]
+            text = file.read().strip()
+        written = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC).replace(tzinfo=None)
+        _shift = (version, to_utc(datetime.fromisoformat(text), "UTC") - written if text else timedelta(0))
+    return _shift[1]
 
 
 def to_utc(value: datetime, default_tz: str = "Asia/Jakarta") -> datetime:

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.context import Hub
 from hub.errors import InvalidInput
-from hub.store.models import Office, Region, Topic
+from hub.store.models import Announcement, Office, Region, Topic
 
 LEVELS = ("provinsi", "kota", "kabupaten", "kecamatan", "kelurahan", "desa")
 #: Every office gets a general topic and one per common service.
@@ -187,3 +187,37 @@ async def office_in_scope(session: AsyncSession, staff_office: str, office_id: s
     if staff is None:
         return False
     return office_id in await offices_under(session, staff.region_code)
+
+
+def ancestors(region: Region | None) -> list[str]:
+    """The region's own code and every code above it, top first."""
+    return [code for code in region.path.split("/") if code] if region else []
+
+
+def concerns(announcement: Announcement, office: Office, regions: list[str]) -> bool:
+    """True when the announcement's audience includes ``office`` (``regions``: its ``ancestors``).
+
+    An announcement names its audience by topics (``kota-serang``, ``kota-serang/kk``) or regions
+    (``36``); its ``office_id`` is only the first office that audience reaches.
+    """
+    targets = announcement.targets or {}
+    topics = [str(t) for t in targets.get("topics", [])]
+    if any(t.split("/", 1)[0] == office.id for t in topics):
+        return True
+    if any(str(code) in regions for code in targets.get("regions", [])):
+        return True
+    return not topics and not targets.get("regions") and announcement.office_id == office.id
+
+
+async def nearby_offices(session: AsyncSession, office: Office) -> tuple[list[str], Select[Any]]:
+    """The office's ``ancestors`` and a query of the offices in its province (its top region), where any
+    announcement that ``concerns`` it is stored: a region-wide one is stored under an office of that
+    region, never outside it."""
+    regions = ancestors(await session.get(Region, office.region_code))
+    top = await session.get(Region, regions[0]) if regions else None
+    nearby = select(Office.id).join(Region, Region.code == Office.region_code)
+    if top is not None:
+        nearby = nearby.where(Region.path.startswith(top.path, autoescape=True))
+    else:
+        nearby = nearby.where(Office.id == office.id)
+    return regions, nearby

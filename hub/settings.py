@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -140,6 +140,38 @@ class ConsoleSection(BaseModel):
         return self.office_approval_recipients.get(office_id, self.approval_recipients)
 
 
+class PublicSection(BaseModel):
+    """The public pages and feeds (hub/public): what anyone reads without signing in."""
+
+    #: A rendered page or feed is served from memory at most this long (seconds), never past the office
+    #: status's next change, and dropped within a second of any publication, cancellation or status edit
+    #: (``hub.freshness``); 0 renders every request again. Browsers get at most a minute's ``max-age``.
+    cache_seconds: float = Field(300.0, ge=0, le=3600)
+
+
+class RelaysSection(BaseModel):
+    """Kelurahan relays (``hub.relays``): when an unconfirmed relay is reminded, and the office told."""
+
+    #: A relay that has not confirmed this long after its delivery was sent gets one reminder.
+    remind_after_minutes: float = Field(120.0, gt=0)
+    #: This long after the message was sent, the office's staff (editor and above, by email) are told
+    #: which relays have not confirmed; must be later than the reminder.
+    report_after_minutes: float = Field(240.0, gt=0)
+    #: Deliveries sent longer ago than this are neither reminded nor reported (older history, outages).
+    forget_after_hours: float = Field(72.0, gt=0)
+    #: Per office id, extra addresses (email) the report goes to besides the office's staff.
+    report_to: dict[str, list[str]] = {}
+
+    @model_validator(mode="after")
+    def _report_after_reminder(self) -> RelaysSection:
+        if self.report_after_minutes <= self.remind_after_minutes:
+            raise ValueError(
+                "relays.report_after_minutes must be greater than relays.remind_after_minutes "
+                f"(got {self.report_after_minutes} <= {self.remind_after_minutes})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUB_", env_nested_delimiter="__", extra="ignore")
 
@@ -150,6 +182,8 @@ class Settings(BaseSettings):
     api: ApiSection = ApiSection()
     log: LogSection = LogSection()
     console: ConsoleSection = ConsoleSection()
+    relays: RelaysSection = RelaysSection()
+    public: PublicSection = PublicSection()
     #: One table per channel: ``[channels.email]`` with ``enabled = true`` and the adapter's own keys.
     channels: dict[str, dict[str, Any]] = {}
 

@@ -521,6 +521,23 @@ async def _import_rows(
     pending_by_locale: dict[str, list[int]],
 ) -> dict[str, int]:
     """Subscribe one chunk of checked rows; ``pending_by_locale`` collects who still has to confirm."""
+    if len({address for address, _ in rows}) == len(rows):  # the usual case: a few statements in all
+        from hub.subscriptions_bulk import subscribe_chunk
+
+        return await subscribe_chunk(session, adapter, channel, topic_id, rows, confirmed, pending_by_locale)
+    return await _import_row_by_row(session, adapter, channel, topic_id, rows, confirmed, pending_by_locale)
+
+
+async def _import_row_by_row(
+    session: Any,
+    adapter: Any,
+    channel: str,
+    topic_id: int,
+    rows: list[tuple[str, str]],
+    confirmed: bool,
+    pending_by_locale: dict[str, list[int]],
+) -> dict[str, int]:
+    """A chunk naming an address twice: row after row, each seeing what the rows before it made."""
     counts = {"new": 0, "already_confirmed": 0}
     for address, locale in rows:
         kind = adapter.address_kind(address)

@@ -25,6 +25,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return json.dumps(str(value))
 
 
@@ -32,9 +34,11 @@ def write_settings(settings: Settings, path: Path) -> Path:
     """Write the settings a test built into a TOML file a subprocess can load."""
     data = settings.model_dump(by_alias=True)
     lines: list[str] = []
-    for section in ("hub", "database", "redis", "queue", "api", "log"):
+    for section, values in data.items():
+        if section == "channels" or not isinstance(values, dict):
+            continue
         lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in data[section].items() if v is not None]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
     for name, conf in data["channels"].items():
         lines.append(f"[channels.{name}]")
         tables = {k: v for k, v in conf.items() if isinstance(v, list) and v and isinstance(v[0], dict)}

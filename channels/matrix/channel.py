@@ -92,6 +92,7 @@ class MatrixChannel(MatrixInbound, Channel):
         instance_per_lane=False,
         worker_only=True,
         command_prefix="!",
+        reactions=True,
         initiates_direct=True,
         batch_size=50,
     )

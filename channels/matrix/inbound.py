@@ -12,6 +12,7 @@ from typing import Any
 from nio import (
     InviteMemberEvent,
     JoinError,
+    ReactionEvent,
     RoomGetStateResponse,
     RoomMemberEvent,
     RoomMessageText,
@@ -305,6 +306,11 @@ class MatrixInbound(MatrixSession):
             if event.state_key == own_id and joined and base["chat_kind"] == "group":
                 return Inbound(kind="member", text="added", **base)
             return None
+        if isinstance(event, ReactionEvent):
+            # A reaction to one of the hub's own events: a kelurahan relay confirming a broadcast.
+            if event.sender == own_id or base["chat_kind"] != "group":
+                return None
+            return Inbound(kind="reaction", text=event.key, reply_ref=event.reacts_to, **base)
         # m.text only: m.notice is what bots send, and answering bots invites loops.
         if not isinstance(event, RoomMessageText) or event.sender == own_id:
             return None

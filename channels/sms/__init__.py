@@ -89,6 +89,10 @@ KEYWORDS: dict[str, tuple[str, str]] = {
     "HAPUS": ("hapus", "id"),
     "MYDATA": ("dataku", "en"),
     "ERASE": ("hapus", "en"),
+    # A kelurahan relay confirms it passed a broadcast on: ``OK KODE [cara]`` (hub.relays).
+    "OK": ("ok", "id"),
+    "DITERUSKAN": ("diteruskan", "id"),
+    "FORWARDED": ("forwarded", "en"),
 }
 
 #: Kannel DLR types (the ``%d`` of the dlr-url): 1 delivered, 2 undelivered, 16 rejected by the SMSC.

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from channels.base import WebhookRejected, WebhookRequest
 from hub import announcements, applicants, delivery, subscriptions
-from hub.api import approvals, errors, limits
+from hub.api import approvals, errors, limits, notices, relays, status
 from hub.api.deps import AnyKey, HubDep, IntakeKey, StaffKey, idempotent, refuse_bad_text
 from hub.api.errors import KEYED, documented
 from hub.console import install as install_console
@@ -31,6 +31,7 @@ from hub.errors import InvalidInput
 from hub.inbound import handle_inbound
 from hub.logs import log
 from hub.privacy import mask
+from hub.public import install as install_public
 from hub.queue import REDIS_DOWN
 from hub.regions import office_in_scope, offices_under
 from hub.store.models import Announcement, Endpoint, Office, Subscription, Topic
@@ -75,8 +76,12 @@ def create_app(hub: Hub | None = None, *, settings_path: str | None = None) -> F
     _routes(guarded)
     app.include_router(guarded)
     app.include_router(approvals.router)
+    app.include_router(status.router)
+    app.include_router(relays.router)
+    app.include_router(notices.router)
     _webhooks(app)
     install_console(app)  # the staff console under /console (issue 10)
+    install_public(app)  # office pages, feeds, CAP, notices: no sign-in (issue 11)
     return app
 
 

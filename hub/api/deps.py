@@ -26,7 +26,8 @@ from hub.keys import authenticate, note_use
 from hub.store.models import ApiKey, IdempotentRequest
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
+    """Async: a sync dependency would cost every request a hop through the thread pool."""
     return request.app.state.hub
 
 

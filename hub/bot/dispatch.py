@@ -11,7 +11,7 @@ from hub import applicants
 from hub.bot.conversation import Conversation, deactivate
 from hub.bot.mydata import cmd_erase, cmd_mydata
 from hub.bot.offices import cmd_hours, cmd_services
-from hub.bot.relay import cmd_relay
+from hub.bot.relay import cmd_forwarded, cmd_relay, relay_button, relay_reaction
 from hub.bot.subscribe import button, cmd_subscribe, cmd_unsubscribe
 from hub.bot.track import cmd_track
 from hub.bot.vocabulary import command_of
@@ -46,7 +46,13 @@ async def _answer(hub: Hub, record: Inbound) -> None:
         elif record.text == "removed":
             await deactivate(hub, record.channel, record.address, "bot removed from the group")
         return
+    if record.kind == "reaction":
+        await relay_reaction(convo)
+        return
     if record.kind == "button":
+        # A relay's "Sudah diteruskan" is any member's to press: its own chat is all it must come from.
+        if await relay_button(convo, record.data):
+            return
         if await convo.may_change_group():
             await button(convo, record.data)
         return
@@ -125,6 +131,7 @@ HANDLERS: dict[str, Callable[[Conversation, list[str]], Awaitable[None]]] = {
     "lacak": cmd_track,
     "bantuan": cmd_help,
     "kelurahan": cmd_relay,
+    "diteruskan": cmd_forwarded,
     "dataku": cmd_mydata,
     "hapus": cmd_erase,
 }

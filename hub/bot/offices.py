@@ -1,49 +1,161 @@
-"""What an office publishes about itself: ``jam`` (service hours and quota), ``layanan`` (numbers, app)."""
+"""What an office says about itself, from its status at the moment asked (``hub.status.status_at``):
+``jam`` (today first, then the week), ``layanan`` (contacts per service, services not served as usual).
+
+Replies aim at one SMS (160 GSM-7 characters): on SMS the optional lines go, least useful first, until it
+fits; other channels get them all.
+"""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
+from babel.dates import format_date
 from sqlalchemy import select
 
+from channels.base import Content
 from hub.bot.conversation import Conversation
 from hub.clock import utcnow
-from hub.context import Hub
-from hub.render import day_name, format_hours
-from hub.store.models import Announcement, Endpoint, Office, Subscription, Topic
+from hub.status import Effective, status_at
+from hub.status.effective import pick, spans_text, week_rows
+from hub.store.models import Endpoint, Office, Subscription, Topic
+
+#: How far ahead a dated exception (a holiday) is worth a line in ``jam``.
+EXCEPTION_DAYS = 14
+
+
+async def effective(convo: Conversation, office: Office) -> Effective:
+    async with convo.hub.db.session() as session:
+        return await status_at(session, office, utcnow())
 
 
 async def cmd_hours(convo: Conversation, args: list[str]) -> None:
     office = await office_for(convo, args, "jam")
     if office is None:
         return
-    hours, quota = await latest_hours(convo.hub, office)
-    if not hours:
-        await convo.reply(convo.t("no_hours", office=office.name))
-        return
-    lines = [convo.t("hours", office=office.name)]
-    lines += [
-        f"- {day_name(k, convo.locale)}: {format_hours(v, convo.locale, office.timezone)}"
-        for k, v in hours.items()
-    ]
-    if quota:
-        lines.append(convo.t("quota", n=quota))
-    await convo.reply("\n".join(lines))
+    eff = await effective(convo, office)
+    await convo.reply(hours_text(convo, office, eff))
+
+
+def hours_text(convo: Conversation, office: Office, eff: Effective) -> str:
+    """Today's line; the urgent cases (when restricted), the week compactly, the next dated exception,
+    the quota."""
+    locale = convo.locale
+    if not eff.weekly and eff.mode == "in_person" and not eff.today.exception:
+        return convo.t("no_hours", office=office.name)
+    head = [convo.t("hours", office=office.name), eff.today_line(locale)]
+    rows = week_rows(eff.weekly, locale)
+    week = "; ".join(f"{days} {hours}" for days, hours in rows) + f" {eff.zone}" if rows else ""
+    optional: list[str] = []
+    if eff.urgent and eff.mode == "restricted":
+        optional.append(convo.t("urgent", cases=", ".join(pick(u, locale) for u in eff.urgent)))
+    if week:
+        optional.append(week)
+    upcoming = _next_exception(convo, eff)
+    if upcoming:
+        optional.append(upcoming)
+    if eff.quota is not None and eff.today.quota is None and eff.mode not in ("closed", "online_only"):
+        optional.append(convo.t("quota", n=eff.quota))
+    return _fit(convo, head, optional)
+
+
+def _next_exception(convo: Conversation, eff: Effective) -> str:
+    today = eff.today.day or date.min
+    for exc in eff.exceptions:
+        first = date.fromisoformat(exc["date"])
+        if today < first and (first - today).days <= EXCEPTION_DAYS:
+            when = _short(first, convo.locale)
+            if exc.get("until"):
+                when += "–" + _short(date.fromisoformat(exc["until"]), convo.locale)
+            closed = convo.t("closed_day")
+            what = (
+                spans_text(exc["hours"], convo.locale, eff.timezone)
+                if exc.get("hours")
+                else (closed if exc.get("closed") else "")
+            )
+            note = pick(exc.get("note"), convo.locale)
+            what = f"{what} ({note})" if what and note else what or note
+            return convo.t("exception", date=when, what=what)
+    return ""
+
+
+def _short(day: date, locale: str) -> str:
+    return format_date(day, "d MMM", locale="id_ID" if locale == "id" else "en_GB")
+
+
+def _fit(convo: Conversation, head: list[str], optional: list[str]) -> str:
+    """``head``, then each of ``optional`` (most useful first) that still fits one SMS; all elsewhere."""
+    lines = [_plain(convo, x) for x in head]
+    for line in optional:
+        if _one_segment(convo, "\n".join([*lines, _plain(convo, line)])):
+            lines.append(_plain(convo, line))
+    return "\n".join(lines)
+
+
+def _one_segment(convo: Conversation, text: str) -> bool:
+    return int(convo.channel.describe(Content(text=text)).get("segments", 1)) <= 1
+
+
+def _plain(convo: Conversation, text: str) -> str:
+    """On a channel that counts segments (SMS) a hyphen for the dash: GSM-7 has none, and one dash
+    would make the whole reply UCS-2 (70 characters a segment instead of 160)."""
+    return text.replace("–", "-") if "segments" in convo.channel.describe(Content(text="")) else text
 
 
 async def cmd_services(convo: Conversation, args: list[str]) -> None:
     office = await office_for(convo, args, "layanan")
     if office is None:
         return
-    contacts, app, via = await latest_contacts(convo.hub, office)
-    if not contacts and not app:
-        await convo.reply(convo.t("no_services", office=office.name))
-        return
-    lines = [convo.t("services", office=office.name)]
-    lines += [f"- {service}: {number}" + (f" ({via})" if via else "") for service, number in contacts.items()]
-    if app:
+    eff = await effective(convo, office)
+    await convo.reply(services_text(convo, office, eff))
+
+
+def services_text(convo: Conversation, office: Office, eff: Effective) -> str:
+    """One line per contact (the services it serves), then the services not served as usual."""
+    locale = convo.locale
+    lines: list[str] = []
+    seen: dict[str, list[str]] = {}  # contact value -> service names, in order
+    contacts: dict[str, Any] = {}
+    for svc in eff.services:
+        for contact in svc.contacts:
+            contacts.setdefault(contact.value, contact)
+            seen.setdefault(contact.value, []).append(pick(svc.name, locale))
+    for contact in eff.contacts:
+        contacts.setdefault(contact.value, contact)
+        seen.setdefault(contact.value, [])
+    apps = []
+    for value, contact in contacts.items():
+        if contact.kind == "app":
+            apps.append(contact.value)
+            continue
+        label = contact.label or ", ".join(seen[value]) or value
+        via = {
+            "whatsapp": convo.t("via_whatsapp"),
+            "phone": convo.t("via_phone"),
+            "email": convo.t("via_email"),
+        }.get(contact.kind)
+        shown = contact.url if contact.kind == "web" and contact.url else contact.value
+        lines.append(
+            convo.t("contact_via", label=label, value=shown, via=via)
+            if via
+            else convo.t("contact", label=label, value=shown)
+        )
+    for app in apps:
         lines.append(convo.t("online_app", app=app))
-    await convo.reply("\n".join(lines))
+    modes = {
+        "restricted": convo.t("mode_restricted"),
+        "online_only": convo.t("mode_online_only"),
+        "closed": convo.t("mode_closed"),
+    }
+    for svc in eff.services:
+        if svc.mode != eff.mode and svc.mode in modes:
+            lines.append(convo.t("service_mode", service=pick(svc.name, locale), mode=modes[svc.mode]))
+    if not lines and eff.mode == "in_person":
+        return convo.t("no_services", office=office.name)
+    head = [convo.t("services", office=office.name)]
+    if eff.mode != "in_person":
+        head.append(eff.today_line(locale))
+    return _plain(convo, "\n".join([*head, *lines]))
 
 
 async def office_for(convo: Conversation, args: list[str], cmd: str) -> Office | None:
@@ -95,47 +207,3 @@ async def office_for(convo: Conversation, args: list[str], cmd: str) -> Office |
         )
     )
     return None
-
-
-async def latest(hub: Hub, office: Office, template: str) -> dict[str, Any] | None:
-    """The newest published announcement of a kind still valid, else the office's own recorded change."""
-    now = utcnow()
-    async with hub.db.session() as session:
-        ann = await session.scalar(
-            select(Announcement)
-            .where(
-                Announcement.office_id == office.id,
-                Announcement.template == template,
-                Announcement.state.in_(("published", "scheduled")),
-                (Announcement.valid_until.is_(None)) | (Announcement.valid_until > now),
-            )
-            .order_by(Announcement.id.desc())
-            .limit(1)
-        )
-    if ann is not None:
-        return ann.data
-    changes = (office.profile or {}).get("changes", [])
-    wanted = {"hours_changed": ("hours_changed",), "online_only": ("online_only", "hours_changed")}[template]
-    for change in reversed(changes):
-        if change.get("kind") in wanted:
-            return change
-    return None
-
-
-async def latest_hours(hub: Hub, office: Office) -> tuple[dict[str, str], int | None]:
-    data = await latest(hub, office, "hours_changed") or {}
-    return dict(data.get("hours") or {}), data.get("daily_quota")
-
-
-async def latest_contacts(hub: Hub, office: Office) -> tuple[dict[str, str], str | None, str | None]:
-    """Service numbers (the office's, updated by the latest announcement), the online app, and the app
-    the numbers are reached by."""
-    data = await latest(hub, office, "online_only") or {}
-    profile = office.profile or {}
-    contacts = dict(profile.get("contacts") or {})
-    contacts.update(data.get("contacts") or {})
-    return (
-        contacts,
-        data.get("online_app") or profile.get("online_app"),
-        data.get("via") or ("WhatsApp" if contacts else None),
-    )

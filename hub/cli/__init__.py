@@ -12,6 +12,7 @@ from hub.cli import setup, people, announcing, processes  # noqa: F401
 from hub.cli import citizens  # noqa: F401
 from hub.cli import secret  # noqa: F401
 from hub.cli import users  # noqa: F401
+from hub.cli import status, notices, relays  # noqa: F401
 
 # isort: on
 from hub.cli.common import app

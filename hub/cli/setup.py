@@ -1,4 +1,4 @@
-"""Setting a hub up: the database, regions and offices, topics, API keys and relay codes."""
+"""Setting a hub up: the database, regions and offices, topics and API keys (relays: ``hub.cli.relays``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from hub.cli.common import (
     migrate_database,
     out,
     regions_app,
-    relays_app,
     settings_from_options,
     with_hub,
 )
@@ -36,11 +35,22 @@ def init(
     out.print(asyncio.run(_deployment_key(settings)), highlight=False)
     if sample:
         regions_load(Path(__file__).resolve().parents[2] / "data" / "offices.toml")
+        with_hub(_sample_status, redis=False)
         with_hub(_sample_admin, redis=False)
 
 
 #: The demo admin ``hub init --sample`` makes for the sample office.
 SAMPLE_ADMIN = ("admin@kota-serang.example.go.id", "kota-serang")
+
+
+async def _sample_status(hub: Hub) -> None:
+    """Each sample office's base status, from what data/offices.toml records (kept if already set)."""
+    from hub.status.store import seed_missing
+
+    async with hub.db.transaction() as session:
+        seeded = await seed_missing(session)
+    if seeded:
+        out.print(f"office status set for: {', '.join(seeded)} (hub status show OFFICE)", highlight=False)
 
 
 async def _sample_admin(hub: Hub) -> None:
@@ -125,11 +135,3 @@ def keys_create(
 
     key = with_hub(lambda hub: create_key(hub, office, role, name or role), redis=False)
     out.print(key, highlight=False)
-
-
-@relays_app.command("code")
-def relays_code(office: Annotated[str, typer.Option(help="Office the group relays for.")]) -> None:
-    """A one-time code; the kelurahan admin sends it in the group (``/kelurahan CODE``)."""
-    from hub.bot import relay_code
-
-    out.print(with_hub(lambda hub: relay_code(hub, office), redis=False), highlight=False)

@@ -7,17 +7,18 @@ changes it at first sign-in (and an admin then enrols TOTP). Every change is in 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from sqlalchemy import select
 
 from hub.cli.common import app, fail, out, with_hub
-from hub.console import accounts, audit
-from hub.console.auth import Role
 from hub.context import Hub
 from hub.store.models import StaffUser
+
+if TYPE_CHECKING:  # hub.console imports FastAPI: only the commands that need it load it
+    from hub.console.auth import Role
 
 users_app = typer.Typer(help="Staff accounts of the web console (/console).", no_args_is_help=True)
 app.add_typer(users_app, name="users")
@@ -31,6 +32,8 @@ def console_url(hub: Hub) -> str:
 
 
 async def create_account(hub: Hub, office: str, role: Role, email: str, name: str) -> tuple[StaffUser, str]:
+    from hub.console import accounts, audit
+
     async with hub.db.transaction() as session:
         user, password = await accounts.create_user(session, office, role, email, name)
         await audit.record(
@@ -53,6 +56,8 @@ def create(
     name: Annotated[str | None, typer.Option(help="Full name (default: the email's local part).")] = None,
 ) -> None:
     """Create a console user and print a one-time password (changed at first sign-in)."""
+    from hub.console.auth import Role
+
     try:
         parsed = Role.parse(role)
     except ValueError as exc:
@@ -100,6 +105,8 @@ def reset_password(
     reset_totp: Annotated[bool, typer.Option(help="Also remove TOTP (the user enrols again).")] = False,
 ) -> None:
     """Give a user a new one-time password: unlocks the account and ends its sessions."""
+
+    from hub.console import accounts, audit
 
     async def reset(hub: Hub) -> str | None:
         async with hub.db.transaction() as session:

@@ -23,6 +23,8 @@ from hub.context import Hub
 from hub.delivery.messages import link
 from hub.delivery.order import hold_back, release_held, requeue_held
 from hub.delivery.states import PENDING, deliveries
+from hub.relays.acks import RELAYED_KINDS
+from hub.relays.outbound import for_relay
 from hub.render import CONFIRM_MARK, TOPIC_MARK, UNSUBSCRIBE_MARK
 from hub.store.models import (
     Claim,
@@ -112,6 +114,8 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
                     Message.kind.label("message_kind"),
                     Delivery.topic_id,
                     func.coalesce(Topic.name, Office.name, "").label("topic_name"),
+                    Endpoint.relay_office_id,
+                    Message.announcement_id,
                 )
                 .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
                 .join(Subscriber, Subscriber.id == Endpoint.subscriber_id)
@@ -171,6 +175,11 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
         if r.message_kind == "confirmation":
             merge[CONFIRM_MARK] = link(hub, "confirm", r.endpoint_id, r.message_id)
         content = _merge(content, merge)
+        if r.relay_office_id and r.message_kind in RELAYED_KINDS and r.channel in hub.channels:
+            # A kelurahan relay: how to confirm it passed this on, and the printable notice (hub.relays).
+            content = for_relay(
+                hub, hub.channels[r.channel], content, r.delivery_id, r.relay_office_id, r.announcement_id
+            )
         items.append(
             Outbound(
                 delivery_id=r.delivery_id,

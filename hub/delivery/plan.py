@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, literal, null, select, true, update
 
+from hub import freshness
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.store.models import (
@@ -143,6 +144,7 @@ async def publish_started(session: Any, announcement_ids: Iterable[int | None]) 
             .where(Announcement.id.in_(ids), Announcement.state == "scheduled")
             .values(state="published")
         )
+        await freshness.touch(session)
 
 
 async def plan_chunk(hub: Hub, message_id: int, enabled: Iterable[str]) -> PlannedChunk:

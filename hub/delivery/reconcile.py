@@ -107,6 +107,9 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
         )
     await retention.tidy(hub)  # erasures whose reply went out; old delivery rows to counts
     await audience.refresh_if_due(hub)  # the console's recipient counts, when due and changed
+    from hub.relays.remind import remind_and_report  # imports hub.delivery: not at module load
+
+    await remind_and_report(hub)  # kelurahan relays: one reminder each, then the office told (issue 11)
     if batches or planned:
         log.info("reconciled", batches=len(batches), plans=planned)
     return {"batches": len(batches), "plans": planned}

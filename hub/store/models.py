@@ -60,6 +60,34 @@ class Office(Base):
     profile: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class OfficeStatus(Base):
+    """An office's base status (hours, quota, mode, services, contacts): ``hub.status`` validates it.
+
+    Announcements overlay it for their validity period (``hub.status.status_at``); this row is what
+    staff set directly, and every change is kept in ``office_status_history``.
+    """
+
+    __tablename__ = "office_status"
+    office_id: Mapped[str] = mapped_column(ForeignKey("offices.id"), primary_key=True)
+    status: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: Who: "console:<email>", "api-key:<id>", "cli" or "seed".
+    updated_by: Mapped[str] = mapped_column(String(320), default="")
+
+
+class OfficeStatusHistory(Base):
+    """One row per change of an office's base status: the whole status before and after, appended only."""
+
+    __tablename__ = "office_status_history"
+    __table_args__ = (Index("ix_office_status_history_office_id_id", "office_id", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    office_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    by: Mapped[str] = mapped_column(String(320), default="")
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class Topic(Base):
     __tablename__ = "topics"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -133,7 +161,7 @@ class Announcement(Base):
     #: draft -> (awaiting_approval -> draft again when sent back) -> scheduled/published -> cancelled
     state: Mapped[str] = mapped_column(String(20), default="draft")
     publish_at: Mapped[datetime | None] = mapped_column(DateTime)
-    corrects_id: Mapped[int | None] = mapped_column(ForeignKey("announcements.id"))
+    corrects_id: Mapped[int | None] = mapped_column(ForeignKey("announcements.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     #: Who wrote it: a console user (``staff_users.id``; no foreign key, the table comes later and a
     #: user's removal must not lose the record) or an API key. Both null: the CLI or before issue 10.
@@ -146,6 +174,8 @@ class Announcement(Base):
     approved_at: Mapped[datetime | None] = mapped_column(DateTime)
     #: The approver's comment when sending it back (kept on the draft until it is submitted again).
     review_comment: Mapped[str | None] = mapped_column(Text)
+    #: When it was first cancelled (public feeds and CAP Cancel documents say when).
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ApplicantCase(Base):
@@ -431,3 +461,46 @@ class AudienceCount(Base):
     locale: Mapped[str] = mapped_column(String(8), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
     counted_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RelayAck(Base):
+    """A kelurahan relay's confirmation that it passed one message on (issue 11, ``hub.relays``).
+
+    One row per (message, relay endpoint), made when the relay confirms or when the reconciler reminds it,
+    whichever comes first. The code a relay sends back is derived from the delivery id with the deployment
+    key (``hub.relays.codes``): nothing secret is stored. ``reminded_at`` and ``office_told_at`` move once,
+    in the transaction that queues the reminder or the report, so no worker or restart repeats them.
+    """
+
+    __tablename__ = "relay_acks"
+    __table_args__ = (
+        UniqueConstraint("message_id", "endpoint_id", name="uq_relay_ack"),
+        Index("ix_relay_acks_announcement", "announcement_id"),
+        Index("ix_relay_acks_report", "office_told_at", "confirmed_at", "message_id"),
+        Index("ix_relay_acks_reminder_message", "reminder_message_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    #: The delivery the code was made for (no foreign key: retention may purge delivery rows).
+    delivery_id: Mapped[int] = mapped_column(BigId)
+    announcement_id: Mapped[int | None] = mapped_column(BigId)
+    office_id: Mapped[str] = mapped_column(String(64))
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: whatsapp_group | notice_board | mosque | rt_rw_meeting | other; null: not said.
+    means: Mapped[str | None] = mapped_column(String(20))
+    #: Who confirmed, masked as staff screens show addresses (never the address in clear).
+    confirmed_by: Mapped[str | None] = mapped_column(String(64))
+    #: How: button | reaction | command | reply | link.
+    confirmed_via: Mapped[str | None] = mapped_column(String(16))
+    reminded_at: Mapped[datetime | None] = mapped_column(DateTime)
+    reminder_message_id: Mapped[int | None] = mapped_column(BigId)
+    office_told_at: Mapped[datetime | None] = mapped_column(DateTime)
+    report_message_id: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+#: A Matrix reaction names the hub's event: its delivery is found by the provider's id (``hub.relays``).
+Index("ix_deliveries_provider_id", Delivery.provider_id)
+#: The reconciler's relay reminders start from the (few) relay endpoints.
+Index("ix_endpoints_relay_office_id", Endpoint.relay_office_id)

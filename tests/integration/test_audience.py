@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from hub import announcements, approvals, audience, citizens, subscriptions
 from hub.clock import utcnow
 from hub.delivery.reconcile import reconcile
 from hub.regions import offices_under
-from hub.store.models import AudienceCount, Topic
+from hub.store.models import AudienceCount, Endpoint, Office, Region, Subscriber, Subscription, Topic
 
 SUBSCRIBED = [  # (topic, address, confirmed, locale)
     ("kota-serang", "a@mail.example.com", True, "id"),
@@ -154,3 +154,72 @@ async def test_the_approval_rule_counts_for_real_when_the_stored_count_is_stale(
     assert (stale.exact, sum(stale.counts.values())) == (True, 3)
     rule = await approvals.rule_for_targets(hub, "kota-serang", ["kota-serang"], [], [])
     assert (rule.recipients, rule.needed) == (5, True)
+
+
+async def test_a_province_of_600_offices_is_counted_in_one_pass(hub):
+    """More offices than SQLite's 500 terms of a compound SELECT (one per office once broke every count)."""
+    n = 600
+    regions = [{"code": "99", "name": "Uji", "level": "provinsi", "parent_code": None, "path": "99/"}]
+    regions += [
+        {
+            "code": f"99.{i:03}",
+            "name": f"Kota {i}",
+            "level": "kota",
+            "parent_code": "99",
+            "path": f"99/99.{i:03}/",
+        }
+        for i in range(n)
+    ]
+    offices = [
+        {"id": f"uji-{i:03}", "name": f"Disdukcapil {i}", "region_code": f"99.{i:03}"} for i in range(n)
+    ]
+    topics = [
+        {"id": 10_000 + i, "slug": f"uji-{i:03}", "office_id": f"uji-{i:03}", "name": "Umum"}
+        for i in range(n)
+    ]
+    # Endpoint i follows office i ("id"); endpoint n ("en") follows offices 0 and 1: once in the province.
+    people = [{"id": 10_000 + i, "locale": "en" if i == n else "id"} for i in range(n + 1)]
+    endpoints = [
+        {
+            "id": 10_000 + i,
+            "subscriber_id": 10_000 + i,
+            "channel": "email",
+            "address": f"u{i}@mail.example.com",
+        }
+        for i in range(n + 1)
+    ]
+    follows = [(i, i) for i in range(n)] + [(n, 0), (n, 1)]
+    subs = [
+        {"id": 10_000 + k, "topic_id": 10_000 + t, "endpoint_id": 10_000 + e, "state": "confirmed"}
+        for k, (e, t) in enumerate(follows)
+    ]
+    async with hub.db.transaction() as session:
+        for model, rows in (
+            (Region, regions),
+            (Office, offices),
+            (Topic, topics),
+            (Subscriber, people),
+            (Endpoint, endpoints),
+            (Subscription, subs),
+        ):
+            await session.execute(insert(model), rows)
+    assert await audience.refresh_if_due(hub)
+    stored = await _stored(hub)
+    for row in [
+        ("region", "99", "email", "id", n),
+        ("region", "99", "email", "en", 1),
+        ("region", "99.000", "email", "en", 1),
+        ("region", "99.599", "email", "id", 1),
+        ("office", "uji-001", "email", "en", 1),
+        ("office", "uji-001", "email", "id", 1),
+        ("topic", "uji-599", "email", "id", 1),
+    ]:
+        assert row in stored
+    assert [r for r in stored if r[1] in ("99", "99.002", "uji-002")] == [
+        ("office", "uji-002", "email", "id", 1),
+        ("region", "99", "email", "en", 1),
+        ("region", "99", "email", "id", n),
+        ("region", "99.002", "email", "id", 1),
+        ("topic", "uji-002", "email", "id", 1),
+    ]
+    assert len([r for r in stored if r[0] == "region" and r[1].startswith("99.")]) == n + 2

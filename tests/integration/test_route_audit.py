@@ -40,6 +40,28 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/v1/channels/{channel}/webhook"): (
         "changes state (SMS gateways call back by GET); secret: the adapter checks its channel's secret"
     ),
+    # Issue 11, kelurahan relays (hub/api/relays.py): an email relay's confirm link.
+    ("GET", "/v1/relays/ack/{token}"): "read-only: shows the choices and a button (scanners confirm nothing)",
+    ("POST", "/v1/relays/ack/{token}"): "secret: the signed link token from the relay's email; acks once",
+    # Issue 11, feeds and CAP (hub/public/feeds.py, cap.py): read-only copies of what is already public.
+    ("GET", "/kantor/{office}/feed.atom"): "read-only public feed: published announcements and status",
+    ("GET", "/kantor/{office}/feed.json"): "read-only public feed: published announcements and status",
+    ("GET", "/wilayah/{region}/feed.atom"): "read-only public feed of a region's published announcements",
+    ("GET", "/wilayah/{region}/feed.json"): "read-only public feed of a region's published announcements",
+    ("GET", "/kantor/{office}/cap/{announcement}.xml"): "read-only CAP document of a published announcement",
+    ("GET", "/kantor/{office}/cap.atom"): "read-only index of the office's CAP alerts in force",
+    # Issue 11, public pages (hub/public/pages.py): what anyone may read, and the email form.
+    ("GET", "/kantor"): "read-only index of regions and offices",
+    ("GET", "/kantor/{office}"): "read-only office page: status, announcements in force, ways to subscribe",
+    ("GET", "/kantor/{office}/pengumuman/{id}"): "read-only page of a published or cancelled announcement",
+    ("GET", "/kantor/{office}/qr/{what}.svg"): "read-only QR images of the public subscribe links",
+    # Issue 11, printable notices (hub/public/notices.py): PDFs of what the pages above show.
+    ("GET", "/kantor/{office}/cetak.pdf"): "read-only printable notice of the office's status",
+    ("GET", "/kantor/{office}/pengumuman/{id}/cetak.pdf"): "read-only printable notice of a public one",
+    ("POST", "/kantor/{office}/langganan"): (
+        "the public email form: changes nothing until the address confirms (double opt-in); "
+        "limited per client address in Redis, like POST /v1/subscriptions/email"
+    ),
 }
 
 #: Console routes anyone may reach, and why (everything else under /console needs ``need(...)``).
@@ -112,7 +134,9 @@ def test_state_changing_routes_are_all_keyed_except_the_listed_ones():
         if method in STATE_CHANGING and not (isinstance(route, APIRoute) and _needs_key(route.dependant))
     )
     assert public_writes == [
+        "POST /kantor/{office}/langganan",
         "POST /v1/channels/{channel}/webhook",
+        "POST /v1/relays/ack/{token}",
         "POST /v1/subscriptions/email",
         "POST /v1/unsubscribe/{token}",
     ]
@@ -169,6 +193,7 @@ async def test_public_routes_that_change_state_refuse_a_forged_secret(hub):
         forged = "1.1.t0.AAAAAAAAAAAAAAAAAAAAAA"
         assert (await api.get(f"/v1/confirm/{forged}")).status_code == 400
         assert (await api.post(f"/v1/unsubscribe/{forged}")).status_code == 400
+        assert (await api.post(f"/v1/relays/ack/{forged}", data={"means": "mosque"})).status_code == 400
     async with hub.db.session() as session:
         states = sorted((await session.execute(select(Subscription.state))).scalars())
     assert states == ["confirmed", "pending"]

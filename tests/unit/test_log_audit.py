@@ -78,7 +78,10 @@ def _run_pytest(tmp_path: Path, tests: str, *args: str) -> subprocess.CompletedP
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_planted.py").write_text(tests)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}  # the audit folder it keeps
-    command = [sys.executable, "-m", "pytest", "-p", "tests.log_audit", "-p", "no:cacheprovider", *args]
+    # Only the plugins the run needs: schemathesis, hypothesis and the rest take seconds per process.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    plugins = ["-p", "xdist.plugin", "-p", "tests.log_audit", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", *plugins, *args]
     return subprocess.run(
         [*command, "-c", str(tmp_path / "pytest.ini"), str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,

@@ -18,6 +18,7 @@ from hub.approvals import Actor
 from hub.clock import to_local
 from hub.console import audit, compose, previews, queries, trial, web
 from hub.console.auth import Role, Staff, need
+from hub.console.pages.relays import relay_section
 from hub.context import Hub
 from hub.errors import HubError
 from hub.regions import offices_under
@@ -321,6 +322,7 @@ async def detail(raw_id: str, request: Request, staff: Staff = Depends(need(Role
         refused=request.query_params.get("galat", ""),
         tested=staff.email if request.query_params.get("uji") == "1" else "",
         live=phase == "sending",
+        relays=await relay_section(hub, ann.id) if message else None,
     )
     return web.allow_frame_styles(response, previews.emails(check))
 

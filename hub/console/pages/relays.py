@@ -9,6 +9,8 @@ topics and its relay mark. Another office's group answers the same 404 page as a
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
@@ -136,3 +138,12 @@ async def change(endpoint_id: str, action: str, request: Request, staff: Staff =
         await audit.record(session, staff, f"relay.{what}", f"endpoint:{row.id}", {"office": office_id})
     done = {"jeda": "paused", "lanjut": "resumed", "hapus": "removed"}[action]
     return web.redirect(request, f"/console/relay?ok={done}")
+
+
+async def relay_section(hub: Any, announcement_id: int) -> dict[str, Any] | None:
+    """The "Kelurahan" section of an announcement's page: who confirmed, who did not; None if it
+    reached no relay (the page then shows no section)."""
+    from hub.relays.manage import acks_of
+
+    shown = await acks_of(hub, announcement_id)
+    return shown if shown["total"] else None

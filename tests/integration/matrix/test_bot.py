@@ -24,15 +24,8 @@ from tests.integration.matrix.conftest import (
 )
 from tests.services.synapse import MatrixUser, NewUser, Person, SynapseServer
 
-HOURS = [
-    "Jam layanan Dindukcapil Kota Pekalongan:",
-    "- Senin: 08.00–11.00 WIB",
-    "- Selasa: 08.00–11.00 WIB",
-    "- Rabu: 08.00–11.00 WIB",
-    "- Kamis: 08.00–11.00 WIB",
-    "- Jumat: 08.00–10.00 WIB",
-    "Kuota: 50 orang per hari.",
-]
+#: The first and third lines of ``!jam`` (the second is today's, which depends on the day the test runs).
+HOURS = ["Jam layanan Dindukcapil Kota Pekalongan:", "Senin–Kamis 08.00–11.00; Jumat 08.00–10.00 WIB"]
 SERVICES = [
     "Layanan Dindukcapil Kota Pekalongan:",
     "- KK dan KTP-el: 0858-7031-0341 (WhatsApp)",
@@ -94,7 +87,7 @@ async def test_commands_in_a_direct_chat_change_subscriptions(
     assert await subscription_state(mx_hub, citra.user_id) == "confirmed"
 
     (hours,) = await chat.ask("!jam kota-pekalongan")
-    assert hours.splitlines() == HOURS
+    assert hours.splitlines()[0:3:2] == HOURS and hours.splitlines()[1].startswith("Hari ini: ")
     (services,) = await chat.ask("!layanan")  # a subscriber of one office need not name it
     assert services.splitlines() == SERVICES
     (english,) = await chat.ask("!hours")

@@ -66,9 +66,9 @@ async def test_daftar_jam_berhenti_and_unknown_text(make_sms_hub: HubFactory) ->
 
     # Subscribed to one office: JAM needs no office name. The hours' dashes went out as GSM-7 "-".
     reply = await phone.say("jam")
-    assert reply.startswith("Jam layanan Dindukcapil Kota Pekalongan:\n- Senin: 08.00-11.00 WIB\n")
-    assert "- Jumat: 08.00-10.00 WIB" in reply and "Kuota: 50 orang per hari." in reply
-    assert analyze(reply).encoding == "GSM-7"
+    assert reply.startswith("Jam layanan Dindukcapil Kota Pekalongan:\nHari ini: ")
+    assert "\nSenin-Kamis 08.00-11.00; Jumat 08.00-10.00 WIB" in reply and "50 orang" in reply
+    assert analyze(reply).encoding == "GSM-7" and analyze(reply).segments == 1
 
     reply = await phone.say("BERHENTI")
     assert reply == "Anda berhenti berlangganan semua topik."
@@ -82,7 +82,8 @@ async def test_daftar_jam_berhenti_and_unknown_text(make_sms_hub: HubFactory) ->
     # Another phone, English keyword and an office named in the message.
     other = Phone(sms, "+6281234009002")  # fakesmsc splits its input at spaces
     reply = await other.say("HOURS kota-pekalongan")
-    assert reply.startswith("Service hours of Dindukcapil Kota Pekalongan:\n- Monday: 08:00-11:00 WIB")
+    assert reply.startswith("Service hours of Dindukcapil Kota Pekalongan:\nToday: ")
+    assert "\nMonday-Thursday 08:00-11:00; Friday 08:00-10:00 WIB" in reply
     # STOP from someone subscribed to two topics: SMS has no buttons, so it leaves everything.
     await other.say("daftar kota-pekalongan")
     await other.say("Daftar kota-pekalongan/kk")

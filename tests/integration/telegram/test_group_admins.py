@@ -20,15 +20,8 @@ GROUP = -4_500_001
 ADMINS_ONLY = "Maaf, hanya admin grup ini yang dapat mengubah langganan atau pendaftaran grup."
 ADMINS_ONLY_EN = "Sorry, only this group's admins can change its subscriptions or registration."
 SUBSCRIBED = "Anda berlangganan: Dindukcapil Kota Pekalongan. Kirim /berhenti untuk berhenti."
-HOURS = [
-    "Jam layanan Dindukcapil Kota Pekalongan:",
-    "- Senin: 08.00–11.00 WIB",
-    "- Selasa: 08.00–11.00 WIB",
-    "- Rabu: 08.00–11.00 WIB",
-    "- Kamis: 08.00–11.00 WIB",
-    "- Jumat: 08.00–10.00 WIB",
-    "Kuota: 50 orang per hari.",
-]
+#: The first and third lines of ``/jam`` (the second is today's, which depends on the day the test runs).
+HOURS = ["Jam layanan Dindukcapil Kota Pekalongan:", "Senin–Kamis 08.00–11.00; Jumat 08.00–10.00 WIB"]
 
 
 async def group_state(hub: Hub) -> tuple[str | None, str | None]:
@@ -71,7 +64,7 @@ async def test_only_admins_change_what_a_group_receives(bot: Chat, fake: FakeTel
     assert await group_state(hub) == (None, None)
     # Reading stays open to every member.
     (hours,) = await bot.say(GROUP, "/jam kota-pekalongan", from_id=MEMBER)
-    assert hours.splitlines() == HOURS
+    assert hours.splitlines()[0:3:2] == HOURS
 
     # The creator registers the group with the code the member could not use ...
     assert await bot.say(GROUP, f"/kelurahan {code}", from_id=HEAD) == [
