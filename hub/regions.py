@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import freshness
 from hub.context import Hub
 from hub.errors import InvalidInput
 from hub.store.models import Announcement, Office, Region, Topic
@@ -99,6 +100,7 @@ async def load(hub: Hub, data: dict[str, Any]) -> LoadReport:
             report.offices += 1
             await session.flush()
             report.topics += await ensure_topics(session, entry["id"], entry["name"])
+        await freshness.touch(session)  # names, zones and numbers on the public pages
     return report
 
 

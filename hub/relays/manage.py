@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.clock import local_iso
 from hub.context import Hub
@@ -63,38 +64,43 @@ async def list_relays(hub: Hub, offices: list[str]) -> list[Relay]:
 
 async def change(hub: Hub, relay_id: int, action: str, offices: frozenset[str] | None = None) -> Relay:
     """``pause``, ``resume`` or ``remove`` a relay of ``offices`` (None: any office, the CLI)."""
+    async with hub.db.transaction() as session:
+        return await change_in(session, hub, relay_id, action, offices)
+
+
+async def change_in(
+    session: AsyncSession, hub: Hub, relay_id: int, action: str, offices: frozenset[str] | None = None
+) -> Relay:
+    """``change`` within the caller's transaction (the console records its audit row in the same one)."""
     if action not in ("pause", "resume", "remove"):
         raise InvalidInput(f"action: {action!r} is not pause, resume or remove")
-    async with hub.db.transaction() as session:
-        row = await session.get(Endpoint, relay_id)
-        if (
-            row is None
-            or row.relay_office_id is None
-            or (offices is not None and row.relay_office_id not in offices)
-        ):
-            raise NotFound(f"no relay {relay_id}")
-        if action == "pause":
-            if row.active:
-                row.active, row.deactivated_reason = False, PAUSED
-        elif action == "resume":
-            if not row.active and row.deactivated_reason != PAUSED:
-                raise InvalidInput(
-                    f"relay {relay_id} was deactivated by its channel ({row.deactivated_reason}); "
-                    "only a pause can be resumed: register the group again"
-                )
-            row.active, row.deactivated_reason = True, None
-        else:
-            topics = list(
-                (
-                    await session.execute(select(Topic.id).where(Topic.office_id == row.relay_office_id))
-                ).scalars()
+    row = await session.get(Endpoint, relay_id)
+    if (
+        row is None
+        or row.relay_office_id is None
+        or (offices is not None and row.relay_office_id not in offices)
+    ):
+        raise NotFound(f"no relay {relay_id}")
+    if action == "pause":
+        if row.active:
+            row.active, row.deactivated_reason = False, PAUSED
+    elif action == "resume":
+        if not row.active and row.deactivated_reason != PAUSED:
+            raise InvalidInput(
+                f"relay {relay_id} was deactivated by its channel ({row.deactivated_reason}); "
+                "only a pause can be resumed: register the group again"
             )
-            await unsubscribe_endpoint(session, row.id, topics)
-            relay = _relay(hub, row)
-            row.relay_office_id = None
-            return Relay(relay.id, relay.office, relay.channel, relay.address, "removed", None)
-        await session.flush()
-        return _relay(hub, row)
+        row.active, row.deactivated_reason = True, None
+    else:
+        topics = list(
+            (await session.execute(select(Topic.id).where(Topic.office_id == row.relay_office_id))).scalars()
+        )
+        await unsubscribe_endpoint(session, row.id, topics)
+        relay = _relay(hub, row)
+        row.relay_office_id = None
+        return Relay(relay.id, relay.office, relay.channel, relay.address, "removed", None)
+    await session.flush()
+    return _relay(hub, row)
 
 
 async def register(hub: Hub, office_id: str, channel: str, raw_address: str) -> Relay:

@@ -14,19 +14,18 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.bot.relay import relay_code
 from hub.console import audit, sessions, web
 from hub.console.auth import Role, Staff, need
+from hub.errors import InvalidInput, NotFound
 from hub.privacy import mask
-from hub.store.models import Endpoint, KeyValue, Office, Topic
-from hub.subscriptions import unsubscribe_endpoint
+from hub.relays import manage
+from hub.relays.manage import PAUSED
+from hub.store.models import Endpoint, KeyValue, Office
 
 router = APIRouter()
 ADMIN = need(Role.ADMIN)
-#: ``deactivated_reason`` of a group paused here: the only deactivation "resume" undoes.
-PAUSED = "paused by staff"
 NOTICES = ("paused", "resumed", "removed")
 
 
@@ -102,48 +101,27 @@ async def new_code(request: Request, staff: Staff = Depends(ADMIN)) -> Response:
     return web.page(request, "relays/code.html.j2", staff, code=code, office_id=office_id)
 
 
-async def _group(staff: Staff, endpoint_id: str, session: AsyncSession) -> Endpoint | None:
-    """The relay group if ``endpoint_id`` names one of the admin's subtree, else None (a 404 page)."""
-    if not endpoint_id.isascii() or not endpoint_id.isdigit() or len(endpoint_id) > 18:
-        return None
-    row = await session.get(Endpoint, int(endpoint_id))
-    if row is None or row.relay_office_id is None or row.relay_office_id not in staff.offices:
-        return None
-    return row
-
-
 @router.post("/relay/{endpoint_id}/{action}")
 async def change(endpoint_id: str, action: str, request: Request, staff: Staff = Depends(ADMIN)) -> Response:
     await web.form(request)
-    if action not in ("jeda", "lanjut", "hapus"):
+    what = {"jeda": "pause", "lanjut": "resume", "hapus": "remove"}.get(action)
+    if what is None or not endpoint_id.isascii() or not endpoint_id.isdigit() or len(endpoint_id) > 18:
         return web.not_found(request, staff)
-    async with sessions.hub_of(request).db.transaction() as session:
-        row = await _group(staff, endpoint_id, session)
-        if row is None:
+    hub = sessions.hub_of(request)
+    async with hub.db.transaction() as session:
+        try:
+            relay = await manage.change_in(session, hub, int(endpoint_id), what, staff.offices)
+        except NotFound:  # another office's group answers as an unknown one
             return web.not_found(request, staff)
-        office_id = row.relay_office_id
-        if action == "jeda" and row.active:
-            row.active, row.deactivated_reason = False, PAUSED
-        elif action == "lanjut" and not row.active and row.deactivated_reason == PAUSED:
-            row.active, row.deactivated_reason = True, None
-        elif action == "hapus":
-            topics = list(
-                (await session.execute(select(Topic.id).where(Topic.office_id == office_id))).scalars()
-            )
-            await unsubscribe_endpoint(session, row.id, topics)
-            row.relay_office_id = None
-        else:
+        except InvalidInput:  # resuming a group its channel deactivated: only a pause is undone here
             return web.redirect(request, "/console/relay")
-        what = {"jeda": "pause", "lanjut": "resume", "hapus": "remove"}[action]
-        await audit.record(session, staff, f"relay.{what}", f"endpoint:{row.id}", {"office": office_id})
-    done = {"jeda": "paused", "lanjut": "resumed", "hapus": "removed"}[action]
+        await audit.record(session, staff, f"relay.{what}", f"endpoint:{relay.id}", {"office": relay.office})
+    done = {"pause": "paused", "resume": "resumed", "remove": "removed"}[what]
     return web.redirect(request, f"/console/relay?ok={done}")
 
 
 async def relay_section(hub: Any, announcement_id: int) -> dict[str, Any] | None:
     """The "Kelurahan" section of an announcement's page: who confirmed, who did not; None if it
     reached no relay (the page then shows no section)."""
-    from hub.relays.manage import acks_of
-
-    shown = await acks_of(hub, announcement_id)
+    shown = await manage.acks_of(hub, announcement_id)
     return shown if shown["total"] else None
