@@ -101,6 +101,9 @@ async def watch_other_hubs(redis: ArqRedis, installation_id: str, prefix: str) -
     their own prefix are harmless but worth knowing about (a flush by one empties the other's queue).
     """
     seen: set[str] = set()
+    # Hubs started together see each other within seconds: the beats start at 1 s and double up to
+    # PRESENCE_TTL / 3.
+    beat = 1.0
     while True:
         try:
             await redis.set(PRESENCE + installation_id, prefix, ex=PRESENCE_TTL)
@@ -123,7 +126,8 @@ async def watch_other_hubs(redis: ArqRedis, installation_id: str, prefix: str) -
                     log.warning("another_hub_on_this_redis", prefix=prefix, other_prefix=theirs)
         except REDIS_DOWN:
             pass  # Redis down: the workers say so; try again on the next beat
-        await asyncio.sleep(PRESENCE_TTL / 3)
+        await asyncio.sleep(beat)
+        beat = min(beat * 2, PRESENCE_TTL / 3)
 
 
 def _safe_url(url: str) -> str:
