@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.api.deps import HubDep
 from hub.clock import local_iso, utcnow
@@ -27,6 +25,7 @@ from hub.public.entries import Item, base_url, say, wanted_locale, with_lang
 from hub.public.feed_docs import ATOM_TYPE, JSON_TYPE, Entry, Feed, atom, json_feed
 from hub.public.status_entry import status_entry
 from hub.render import format_moment
+from hub.status import status_at
 from hub.store.models import Office, Region
 
 router = APIRouter(include_in_schema=False)
@@ -70,7 +69,7 @@ async def _office_feed(request: Request, hub: Hub, office_id: str, locale: str, 
             if office is None:
                 raise HTTPException(404, f"no such office: {office_id}")
             items = await entries.for_office(session, office)
-            eff = await current_status(session, office, now)
+            eff = await status_at(session, office, now)
         base = base_url(hub)
         feed = Feed(
             id=entries.tag(hub, f"kantor/{office_id}/feed"),
@@ -81,12 +80,13 @@ async def _office_feed(request: Request, hub: Hub, office_id: str, locale: str, 
             atom_url=with_lang(f"{base}/kantor/{office_id}/feed.atom", locale),
             json_url=with_lang(f"{base}/kantor/{office_id}/feed.json", locale),
             author=office.name,
-            entries=[announcement_entry(hub, item, locale, office.id) for item in items],
+            entries=[
+                status_entry(hub, office, eff, locale),
+                *(announcement_entry(hub, item, locale, office.id) for item in items),
+            ],
         )
-        if eff is not None:
-            feed.entries.insert(0, status_entry(hub, office, eff, locale))
         write, media = WRITERS[fmt]
-        return Rendered(write(feed), media, changes_at=getattr(eff, "changes_at", None))
+        return Rendered(write(feed), media, changes_at=eff.changes_at)
 
     return await serve(request, ("feed", "kantor", office_id, fmt, locale), build)
 
@@ -114,13 +114,6 @@ async def _region_feed(request: Request, hub: Hub, code: str, locale: str, fmt: 
         return Rendered(write(feed), media)
 
     return await serve(request, ("feed", "wilayah", code, fmt, locale), build)
-
-
-async def current_status(session: AsyncSession, office: Office, now: datetime) -> Any:
-    """The office's status now (``hub.status.status_at``)."""
-    from hub.status import status_at
-
-    return await status_at(session, office, now)
 
 
 def announcement_entry(hub: Hub, item: Item, locale: str, page_office: str | None = None) -> Entry:

@@ -14,6 +14,7 @@ from hub.context import Hub
 from hub.public.entries import base_url, phrases, say, tag, with_lang
 from hub.public.feed_docs import Entry
 from hub.render import WEEK, day_name, format_hours, format_moment
+from hub.status.effective import ServiceView
 from hub.store.models import Office
 
 
@@ -56,14 +57,11 @@ def _mode(mode: str | None, locale: str) -> str:
     return phrases(locale).get(f"mode_{mode}", mode or "")
 
 
-def _service_line(service: Any, locale: str) -> str:
-    names = getattr(service, "name", None) or {}
-    name = names.get(locale) or names.get("id") or getattr(service, "key", "")
-    mode = getattr(service, "mode", None)
-    parts = [_mode(mode, locale)]
-    quota = getattr(service, "quota", None)
-    if quota is not None:
-        parts.append(say(locale, "status_quota", quota=quota))
-    for contact in getattr(service, "contacts", None) or []:
+def _service_line(service: ServiceView, locale: str) -> str:
+    name = service.name.get(locale) or service.name.get("id") or service.key
+    parts = [_mode(service.mode, locale)]
+    if service.quota is not None:
+        parts.append(say(locale, "status_quota", quota=service.quota))
+    for contact in service.contacts:
         parts.append(f"{contact.label}: {contact.value}" if contact.label else str(contact.value))
     return f"{name}: " + "; ".join(p for p in parts if p)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from hub.context import Hub
 from hub.notices import links
 from hub.render import WEEK, day_name, format_day, format_hours
+from hub.status.effective import Effective
 from hub.store.models import Office
 
 #: What ``/kantor/{office}/qr/{what}.svg`` may encode: each a way in, or the page itself.
@@ -64,32 +65,21 @@ def week_rows(weekly: dict[str, list[str]], locale: str, tz: str) -> list[dict[s
     ]
 
 
-def services_of(eff: Any, locale: str, tz: str) -> list[dict[str, Any]]:
-    rows = []
-    for service in getattr(eff, "services", None) or []:
-        hours = getattr(service, "hours", None)
-        rows.append(
-            {
-                "key": service.key,
-                "name": localized(service.name, locale) or service.key,
-                "mode": getattr(service, "mode", None),
-                "hours": (
-                    week_rows(hours, locale, tz)
-                    if isinstance(hours, dict)
-                    else [{"day": "", "spans": [str(h) for h in hours]}]
-                    if hours
-                    else []
-                ),
-                "quota": getattr(service, "quota", None),
-                "exceptions": [
-                    exception_text(e, locale, tz) for e in getattr(service, "exceptions", None) or []
-                ],
-                "urgent": [localized(u, locale) for u in getattr(service, "urgent", None) or []],
-                "contacts": [contact(c) for c in getattr(service, "contacts", None) or []],
-                "note": localized(getattr(service, "note", None), locale),
-            }
-        )
-    return rows
+def services_of(eff: Effective, locale: str, tz: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": service.key,
+            "name": localized(service.name, locale) or service.key,
+            "mode": service.mode,
+            "hours": week_rows(service.hours, locale, tz) if service.hours else [],
+            "quota": service.quota,
+            "exceptions": [exception_text(e, locale, tz) for e in service.exceptions],
+            "urgent": [localized(u, locale) for u in service.urgent],
+            "contacts": [contact(c) for c in service.contacts],
+            "note": localized(service.note, locale),
+        }
+        for service in eff.services
+    ]
 
 
 def contact(c: Any) -> dict[str, Any]:
