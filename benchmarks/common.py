@@ -1,8 +1,9 @@
 """What every benchmark shares: settings, a throwaway database, bulk audiences, worker processes, results.
 
-Each benchmark builds its own SQLite database in a temporary directory, uses Redis database 14 (flushed
-before and after) and runs the hub's arq workers in separate processes started with ``spawn``, the way
-``hub worker`` runs in a deployment.
+Each benchmark builds its own database (``--database``: a SQLite file in a temporary directory by default,
+or a fresh schema of a PostgreSQL database, dropped after), uses Redis database 14 (flushed before and
+after) and runs the hub's arq workers in separate processes started with ``spawn``, the way ``hub worker``
+runs in a deployment.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import asyncio
 import contextlib
 import importlib
 import json
-import multiprocessing as mp
 import os
 import platform
-import queue as queue_mod
 import shutil
 import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +35,8 @@ REDIS_URL = os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/14")
 SAMPLE = ROOT / "data" / "offices.toml"
 #: The sample office whose general topic every benchmark audience subscribes to.
 TOPIC = "kota-pekalongan"
+#: ``--database pg`` means this PostgreSQL database (each run makes a schema of its own in it).
+PG_URL = os.environ.get("HUB_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -111,6 +113,20 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--json-out", metavar="PATH", help="write the result as JSON to PATH (used by benchmarks.all)"
     )
     p.add_argument(
+        "--database",
+        metavar="URL",
+        default=None,
+        type=database_arg,
+        help="the store: 'sqlite' (a file in a temporary directory; the default), 'pg' (" + PG_URL + ") "
+        "or a SQLAlchemy URL; on PostgreSQL the run makes a schema bench_<hex> and drops it after",
+    )
+    p.add_argument(
+        "--save-result",
+        action="store_true",
+        help="save the result in benchmarks/results/ (replacing this benchmark's on this store) and "
+        "render docs/benchmarks.md again from that folder",
+    )
+    p.add_argument(
         "--queue",
         metavar="KEY=VALUE",
         action="append",
@@ -118,6 +134,25 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="override a [queue] setting for this run, e.g. --queue flush_every=100 (repeatable)",
     )
     return p
+
+
+def database_arg(value: str) -> str:
+    """``sqlite`` | ``pg`` / ``postgres`` / ``postgresql`` | a URL -> ``sqlite`` or a SQLAlchemy URL."""
+    low = value.strip().lower()
+    if low in ("", "sqlite"):
+        return "sqlite"
+    if low in ("pg", "postgres", "postgresql"):
+        return PG_URL
+    if value.startswith("postgresql://") or value.startswith("postgres://"):
+        return "postgresql+asyncpg://" + value.split("://", 1)[1]
+    if value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return value
+    raise argparse.ArgumentTypeError(f"--database wants sqlite, pg or a database URL, not {value!r}")
+
+
+def store_kind(database: str) -> str:
+    """``sqlite`` or ``postgresql``: the variant a result belongs to."""
+    return "postgresql" if database.startswith("postgres") else "sqlite"
 
 
 def queue_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -137,6 +172,8 @@ def cli(
     argv: list[str] | None = None,
 ) -> Result:
     args = build().parse_args(argv)
+    global DATABASE
+    DATABASE = getattr(args, "database", None) or "sqlite"
     # a plain SIGTERM would skip the clean-up (worker processes, temp dirs, Redis db 14)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
@@ -144,6 +181,8 @@ def cli(
     result = run(args)
     result.seconds = time.perf_counter() - started
     result.params["load_at_start"] = round(load, 2)
+    if "databases" not in result.params:  # console and public measure both stores in one run
+        result.params.setdefault("database", store_kind(DATABASE))
     if WARNINGS:
         result.notes.extend(f"WARNING: {w}" for w in WARNINGS)
     print_result(result)
@@ -151,7 +190,18 @@ def cli(
         print(json.dumps(result.to_dict(), indent=2, default=str))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    if getattr(args, "save_result", False):
+        save_result(result)
     return result
+
+
+def save_result(result: Result) -> None:
+    """Into benchmarks/results/<name>.<store>.json, then docs/benchmarks.md rendered from the folder."""
+    from benchmarks import page
+
+    store = store_kind(DATABASE) if "databases" not in result.params else "both"
+    data = {**result.to_dict(), "machine": {**machine(), "redis_url": REDIS_URL}}
+    print(f"saved {page.save(data, page.RESULTS, store, [])}; wrote {page.write()}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -190,7 +240,7 @@ def machine(redis_url: str = REDIS_URL) -> dict[str, str]:
         redis_version = "unreachable"
     import sqlite3
 
-    return {
+    out = {
         "nproc": str(cores),
         "cpu": model or platform.processor() or "?",
         "python": platform.python_version(),
@@ -198,6 +248,10 @@ def machine(redis_url: str = REDIS_URL) -> dict[str, str]:
         "sqlite": sqlite3.sqlite_version,
         "redis": redis_version,
     }
+    if store_kind(DATABASE) == "postgresql":
+        with contextlib.suppress(Exception):
+            out["postgresql"] = _pg_call(DATABASE, "SHOW server_version")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -205,9 +259,13 @@ def machine(redis_url: str = REDIS_URL) -> dict[str, str]:
 
 
 def overrides(db_url: str, *, channels: dict[str, Any] | None = None, **queue: Any) -> dict[str, Any]:
-    """Keyword overrides for ``load_settings`` (a plain dict, so it crosses into spawned workers)."""
+    """Keyword overrides for ``load_settings`` (a plain dict, so it crosses into spawned workers).
+
+    ``db_url`` from ``database_url(tmp)``: on PostgreSQL the open workspace's schema goes with it.
+    """
+    schema = STORE.schema if STORE is not None and STORE.url == db_url else None
     return {
-        "database": {"url": db_url},
+        "database": {"url": db_url, "schema": schema or ""},
         "redis": {"url": REDIS_URL, "embedded_fallback": False, "key_prefix": f"bench{uuid.uuid4().hex[:6]}"},
         "hub": {
             "public_url": "https://hub.disdukcapil.example.go.id",
@@ -241,15 +299,100 @@ def flush_redis() -> None:
     client.close()
 
 
+@dataclass(frozen=True)
+class Store:
+    """The database of one workspace: its URL and, on PostgreSQL, the schema made for this run."""
+
+    url: str
+    schema: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return store_kind(self.url)
+
+
+#: ``--database`` of this run (set by ``cli``): what ``workspace`` uses when not told otherwise.
+DATABASE = "sqlite"
+#: The open workspace's database (``database_url``, ``overrides`` and ``start_hub`` read it).
+STORE: Store | None = None
+
+
+def _pg_call(url: str, sql: str) -> Any:
+    """Run one statement on PostgreSQL from sync code, inside or outside an event loop (own thread)."""
+    import asyncpg
+
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            out.append(await conn.fetchval(sql))
+        finally:
+            await conn.close()
+
+    def target() -> None:
+        try:
+            asyncio.run(go())
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return out[0] if out else None
+
+
+def drop_schema(url: str, schema: str) -> None:
+    _pg_call(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def database_url(tmp: Path) -> str:
+    """The URL of the open workspace's database (a SQLite file in ``tmp`` or the PostgreSQL URL)."""
+    if STORE is None or STORE.kind == "sqlite":
+        return sqlite_url(tmp)
+    return STORE.url
+
+
 @contextlib.contextmanager
-def workspace(name: str) -> Iterator[Path]:
-    """A temporary directory for the SQLite file; Redis db 14 flushed before and after.
+def store_for(tmp: Path, database: str | None = None) -> Iterator[Store]:
+    """The run's database without the Redis part of ``workspace``: a SQLite file in ``tmp``, or a fresh
+    PostgreSQL schema ``bench_<hex>`` dropped after. Put ``store.url`` and ``store.schema`` (as
+    ``database.schema``) into the settings."""
+    database = database_arg(database or DATABASE)
+    if store_kind(database) == "sqlite":
+        yield Store(sqlite_url(tmp))
+        return
+    store = Store(database, f"bench_{uuid.uuid4().hex[:12]}")
+    try:
+        yield store
+    finally:
+        try:
+            drop_schema(store.url, store.schema or "")
+        except Exception as exc:  # the figures stand; say what is left behind
+            WARNINGS.append(f"schema {store.schema} not dropped: {exc}")
+
+
+@contextlib.contextmanager
+def workspace(name: str, database: str | None = None) -> Iterator[Path]:
+    """A temporary directory (for the SQLite file), the run's database; Redis db 14 flushed before and after.
+
+    ``database`` (default: ``--database`` of this run): ``sqlite``, or a PostgreSQL URL, in which case a
+    schema ``bench_<hex>`` is the run's (``database_url`` + ``overrides`` carry it into the settings, so
+    ``start_hub`` and the workers use it) and is dropped after.
 
     A sentinel key detects another process flushing the same Redis database mid-run (another benchmark,
     a test run): the result then carries a warning instead of silently wrong figures.
     """
     import redis as redis_sync
 
+    global STORE
+    database = database_arg(database or DATABASE)
+    postgres = store_kind(database) == "postgresql"
+    store = Store(database, f"bench_{uuid.uuid4().hex[:12]}" if postgres else None)
+    previous, STORE = STORE, store
     flush_redis()
     client = redis_sync.Redis.from_url(REDIS_URL)
     sentinel = f"bench:sentinel:{name}:{uuid.uuid4().hex}"
@@ -266,6 +409,12 @@ def workspace(name: str) -> Iterator[Path]:
         client.close()
         _SENTINELS.discard(sentinel)
         shutil.rmtree(path, ignore_errors=True)
+        STORE = previous
+        if store.schema:
+            try:
+                drop_schema(store.url, store.schema)
+            except Exception as exc:  # the figures stand; say what is left behind
+                WARNINGS.append(f"schema {store.schema} not dropped: {exc}")
         flush_redis()
 
 
@@ -298,7 +447,7 @@ async def start_hub(ov: dict[str, Any], channels: str | None = None) -> Any:
 
     quiet_logs()
     settings = make_settings(ov)
-    db = Database(settings.database.url)
+    db = Database(settings.database.url, schema=settings.database.schema_name or None)
     await db.migrate()
     await db.dispose()
     hub = await build_hub(settings, extra_channels=resolve(channels)() if channels else None)
@@ -324,6 +473,8 @@ async def bulk_audience(
     from hub.store.models import Endpoint, Subscriber, Subscription, Topic
 
     counter = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
+    if hub.db.dialect == "postgresql":  # the same rows, several times faster
+        counter = "WITH n(i) AS (SELECT generate_series(1, CAST(:count AS bigint))) "
     now = utcnow()
     async with hub.db.engine.begin() as conn:
         topic_id = (await conn.execute(select(Topic.id).where(Topic.slug == topic))).scalar_one()
@@ -354,7 +505,22 @@ async def bulk_audience(
             ).bindparams(stamp),
             {"count": count, "xbase": rel_base, "topic": topic_id, "ebase": end_base},
         )
+        if hub.db.dialect == "postgresql":  # explicit ids leave the sequences behind
+            await set_sequences(conn, ("subscribers", "endpoints", "subscriptions"))
     return end_base + 1, end_base + count
+
+
+async def set_sequences(conn: Any, tables: tuple[str, ...]) -> None:
+    """PostgreSQL: move each table's id sequence past rows inserted with explicit ids."""
+    from sqlalchemy import text
+
+    for table in tables:
+        await conn.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+            )
+        )
 
 
 async def publish_free_text(hub: Any, title: str = "Pengumuman layanan", topic: str = TOPIC) -> int:
@@ -410,191 +576,3 @@ async def last_sent_at(hub: Any, message_id: int) -> datetime:
         )
     assert value is not None
     return value
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Hub worker processes
-
-
-def _hub_process(
-    ov: dict[str, Any],
-    channels: str | None,
-    lanes: tuple[str, ...],
-    cron: bool,
-    stop: Any,
-    ready: Any,
-    profile_path: str | None,
-    breakdown_path: str | None,
-) -> None:
-    quiet_logs()
-    profiler = None
-    if profile_path:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    timings = _instrument() if breakdown_path else None
-    try:
-        asyncio.run(_serve(ov, channels, lanes, cron, stop, ready))
-    finally:
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(profile_path)
-        if timings is not None and breakdown_path:
-            Path(breakdown_path).write_text(json.dumps(timings))
-
-
-async def _serve(
-    ov: dict[str, Any], channels: str | None, lanes: tuple[str, ...], cron: bool, stop: Any, ready: Any
-) -> None:
-    from hub.context import build_hub
-    from hub.delivery import build_workers
-
-    hub = await build_hub(make_settings(ov), extra_channels=resolve(channels)() if channels else None)
-    workers = build_workers(hub, cron=cron, lanes=lanes)
-    tasks = [asyncio.create_task(w.main()) for w in workers]
-    ready.put(os.getpid())
-    try:
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-            for task in tasks:
-                if task.done():
-                    task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await hub.close()
-
-
-def _instrument() -> dict[str, list[float]]:
-    """Wrap the hub's steps with wall-clock timers (benchmark-only monkeypatching, in the worker process).
-
-    Wall time of awaited calls: concurrent jobs overlap, so the sums can exceed the elapsed time; the
-    shares still say where jobs wait.
-    """
-    import functools
-
-    from hub.delivery import jobs, sender
-    from hub.queue import Queue
-
-    timings: dict[str, list[float]] = {}
-
-    def wrap(owner: Any, name: str, label: str) -> None:
-        original = getattr(owner, name)
-        slot = timings.setdefault(label, [0.0, 0.0])
-
-        @functools.wraps(original)
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                slot[0] += time.perf_counter() - t0
-                slot[1] += 1
-
-        setattr(owner, name, timed)
-
-    # The modules call these by their own names, so that is where they are wrapped.
-    wrap(jobs, "send_batch", "send_batch (whole job)")
-    wrap(jobs, "claim", "delivery.claim")
-    wrap(sender, "record", "delivery.record")
-    wrap(sender, "renew_lease", "delivery.renew_lease")
-    wrap(jobs, "plan_chunk", "delivery.plan_chunk")
-    wrap(Queue, "send_many", "Queue.send_many")
-    return timings
-
-
-class HubWorkers:
-    """``count`` processes, each running the hub's arq workers (both lanes) as ``hub worker`` does."""
-
-    def __init__(
-        self,
-        ov: dict[str, Any],
-        *,
-        channels: str | None = None,
-        count: int = 1,
-        lanes: tuple[str, ...] = ("urgent", "bulk"),
-        cron: bool = True,
-        profile_dir: Path | None = None,
-        breakdown_dir: Path | None = None,
-    ) -> None:
-        self.ov, self.channels, self.count, self.lanes, self.cron = ov, channels, count, lanes, cron
-        self.profile_dir, self.breakdown_dir = profile_dir, breakdown_dir
-        self.ctx = mp.get_context("spawn")
-        self.stop_event = self.ctx.Event()
-        self.procs: list[Any] = []
-
-    def profile_files(self) -> list[Path]:
-        return sorted(self.profile_dir.glob("worker-*.prof")) if self.profile_dir else []
-
-    def breakdown(self) -> dict[str, list[float]]:
-        total: dict[str, list[float]] = {}
-        for path in sorted(self.breakdown_dir.glob("worker-*.json")) if self.breakdown_dir else []:
-            for label, (secs, calls) in json.loads(path.read_text()).items():
-                slot = total.setdefault(label, [0.0, 0.0])
-                slot[0] += secs
-                slot[1] += calls
-        return total
-
-    def __enter__(self) -> HubWorkers:
-        ready = self.ctx.Queue()
-        for i in range(self.count):
-            profile = str(self.profile_dir / f"worker-{i}.prof") if self.profile_dir else None
-            breakdown = str(self.breakdown_dir / f"worker-{i}.json") if self.breakdown_dir else None
-            proc = self.ctx.Process(
-                target=_hub_process,
-                args=(
-                    self.ov,
-                    self.channels,
-                    self.lanes,
-                    self.cron,
-                    self.stop_event,
-                    ready,
-                    profile,
-                    breakdown,
-                ),
-                name=f"hub-worker-{i}",
-                daemon=True,
-            )
-            proc.start()
-            self.procs.append(proc)
-        deadline = time.monotonic() + 60
-        started = 0
-        while started < self.count:
-            try:
-                ready.get(timeout=0.5)
-                started += 1
-            except queue_mod.Empty:
-                if any(not p.is_alive() for p in self.procs) or time.monotonic() > deadline:
-                    self.__exit__(None, None, None)
-                    raise RuntimeError("a hub worker process failed to start") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        for proc in self.procs:
-            proc.join(timeout=20)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        self.procs.clear()
-
-    def check(self) -> None:
-        dead = [p.name for p in self.procs if not p.is_alive()]
-        if dead:
-            raise RuntimeError(f"hub worker process died: {', '.join(dead)}")
-
-
-def profile_summary(files: list[Path], limit: int = 25) -> str:
-    """The top functions by own time (tottime) across the worker profiles."""
-    import io
-    import pstats
-
-    if not files:
-        return ""
-    out = io.StringIO()
-    stats = pstats.Stats(*[str(f) for f in files], stream=out)
-    stats.sort_stats("tottime").print_stats(limit)
-    stats.sort_stats("cumulative").print_stats(limit)
-    return out.getvalue()

@@ -29,7 +29,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REDIS_URL, ROOT, Result, Row, cli, overrides, parser, percentile, quiet_logs
+from benchmarks.common import (
+    REDIS_URL,
+    ROOT,
+    Result,
+    Row,
+    cli,
+    overrides,
+    parser,
+    percentile,
+    quiet_logs,
+    store_kind,
+)
 
 AIM_MS = 200.0
 PG_URL = os.environ.get("HUB_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -342,6 +353,10 @@ def run(args: argparse.Namespace) -> Result:
     if args.quick:
         args.subscribers, args.announcements, args.requests = 20_000, 1_000, 20
     which = [w.strip() for w in args.databases.split(",") if w.strip()]
+    if args.database:  # --database picks one store (benchmarks.all runs each store as its own variant)
+        which = [store_kind(args.database)]
+        if which == ["postgresql"]:
+            args.postgres = args.database
     result = Result(
         name="console",
         title=f"Console: pages with {args.subscribers:,} subscribers, {args.announcements:,} announcements",

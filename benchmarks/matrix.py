@@ -23,20 +23,20 @@ from typing import Any
 
 from benchmarks.common import (
     TOPIC,
-    HubWorkers,
     Result,
     Row,
     cli,
+    database_url,
     last_sent_at,
     make_settings,
     overrides,
     parser,
     publish_free_text,
-    sqlite_url,
     start_hub,
     wait_done,
     workspace,
 )
+from benchmarks.workers import HubWorkers
 
 AIM = 0.8
 DEVICE = "HUBBENCH"
@@ -134,7 +134,7 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "rate_per_second": args.rate,
             "concurrency": args.concurrency,
         }
-        ov = overrides(sqlite_url(tmp), channels={"matrix": matrix})
+        ov = overrides(database_url(tmp), channels={"matrix": matrix})
         hub = await start_hub(ov)
         try:
             for room_id in rooms:

@@ -1,12 +1,19 @@
 """Planning: time and peak memory to plan 1,000,000 deliveries (``delivery.plan_chunk`` in a loop + enqueue).
 
-One announcement to 1M confirmed subscribers (bulk SQL inserts). The loop is the body of the
-``plan_message`` job: ``plan_chunk`` inserts a page of delivery rows, ``Queue.send_many`` enqueues its
-send jobs to Redis (no worker runs, so they stay queued). Memory: tracemalloc peak of the loop and the
-process's peak RSS (``getrusage`` maxrss). The ceiling is the same audience inserted by one set-based
-``INSERT … SELECT`` into a copy of the deliveries table. Aims: under 60 s, under 300 MB.
+One announcement to 1M confirmed subscribers (bulk SQL inserts, planned right after them: no ANALYZE in
+between). The loop is the body of the ``plan_message`` job: ``plan_chunk`` inserts a page of delivery
+rows, ``Queue.send_many`` enqueues its send jobs to Redis (no worker runs, so they stay queued).
 
-    python -m benchmarks.planning [--count 1000000] [--no-tracemalloc]
+Time and memory come from separate runs over the same audience: the timed run has tracemalloc off (it
+slows Python code several times); its peak RSS (``getrusage`` maxrss) is the memory row; a second
+message then planned with tracemalloc on gives the Python heap peak. Ceiling, same run: one set-based
+``INSERT … SELECT`` of the same audience into a table with the deliveries table's columns, indexes and
+foreign keys (what any planner has to pay to write those rows); the notes also give the same statement
+into a bare copy with the unique index only (the ceiling before issue 12). Aims: under 15 s and within
+3x of the ceiling, peak RSS under 200 MB; with ``--size 10000000`` (a province, PostgreSQL) under 5
+minutes and 300 MB.
+
+    python -m benchmarks.planning [--size 1000000] [--database pg] [--no-tracemalloc]
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import resource
 import time
 import tracemalloc
+from datetime import datetime
 from typing import Any
 
 from benchmarks.common import (
@@ -24,104 +32,153 @@ from benchmarks.common import (
     Row,
     bulk_audience,
     cli,
+    database_url,
     overrides,
     parser,
     queue_overrides,
-    sqlite_url,
     start_hub,
     workspace,
 )
 
 CHANNELS = "benchmarks.pipeline:channels"
-AIM_SECONDS = 60.0
-AIM_MB = 300.0
+#: (seconds, MB) by size: a city's broadcast and a province's.
+AIMS = {1_000_000: (15.0, 200.0), 10_000_000: (300.0, 300.0)}
+AIM_RATIO = 3.0
+UNIQUE = "CREATE UNIQUE INDEX floor_uq ON floor_deliveries (message_id, endpoint_id)"
+COLUMNS = "message_id, endpoint_id, topic_id, channel, lane, state, next_attempt_at, enqueued_at, attempts"
+AUDIENCE = (
+    "SELECT :m, s.endpoint_id, min(s.topic_id), e.channel, 'bulk', 'queued', :now, :now, 0 "
+    "FROM subscriptions s JOIN endpoints e ON e.id = s.endpoint_id "
+    "JOIN message_topics mt ON mt.topic_id = s.topic_id "
+    "WHERE mt.message_id = :m AND s.state = 'confirmed' AND e.active "
+    "GROUP BY s.endpoint_id, e.channel"
+)
+
+
+def aims(size: int) -> tuple[float, float]:
+    return AIMS.get(size, AIMS[10_000_000] if size > 1_000_000 else AIMS[1_000_000])
 
 
 def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-async def _floor(hub: Any, message_id: int) -> float:
-    """One ``INSERT … SELECT`` of the whole audience into an indexed copy of deliveries (not chunked)."""
-    from sqlalchemy import text
+async def _floor(hub: Any, message_id: int, *, shaped: bool) -> float:
+    """One ``INSERT … SELECT`` of the whole audience (not chunked), timed alone, the table dropped after.
 
+    ``shaped``: into a table like deliveries (its indexes and foreign keys); else into a bare copy with
+    the unique index only.
+    """
+    from sqlalchemy import DateTime, Integer, bindparam, text
+
+    postgres = hub.db.dialect == "postgresql"
     async with hub.db.engine.begin() as conn:
-        await conn.execute(text("CREATE TEMP TABLE floor_deliveries AS SELECT * FROM deliveries WHERE 0"))
-        await conn.execute(text("CREATE UNIQUE INDEX floor_uq ON floor_deliveries (message_id, endpoint_id)"))
+        if shaped and postgres:
+            await conn.execute(text("CREATE TABLE floor_deliveries (LIKE deliveries INCLUDING ALL)"))
+            await conn.execute(
+                text(
+                    "ALTER TABLE floor_deliveries ADD FOREIGN KEY (message_id) REFERENCES messages (id), "
+                    "ADD FOREIGN KEY (endpoint_id) REFERENCES endpoints (id)"
+                )
+            )
+        elif shaped:
+            found = await conn.execute(
+                text("SELECT type, sql FROM sqlite_master WHERE tbl_name = 'deliveries' AND sql IS NOT NULL")
+            )
+            for kind, sql in sorted(found.all(), key=lambda row: row[0] != "table"):
+                renamed = sql.replace("deliveries", "floor_deliveries")
+                if kind == "index":
+                    renamed = renamed.replace("INDEX ", "INDEX floor_", 1)
+                await conn.execute(text(renamed))
+        else:
+            await conn.execute(text("CREATE TABLE floor_deliveries AS SELECT * FROM deliveries WHERE 1 = 0"))
+            await conn.execute(
+                text("CREATE UNIQUE INDEX floor_uq ON floor_deliveries (message_id, endpoint_id)")
+            )
+    async with hub.db.engine.begin() as conn:
+        ids = "" if shaped else "id, "
+        pick = "" if shaped else ("nextval('deliveries_id_seq'), " if postgres else "NULL, ")
+        statement = text(
+            f"INSERT INTO floor_deliveries ({ids}{COLUMNS}) SELECT {pick}{AUDIENCE.removeprefix('SELECT ')}"
+        ).bindparams(bindparam("m", type_=Integer), bindparam("now", type_=DateTime))
         t0 = time.perf_counter()
-        await conn.execute(
-            text(
-                "INSERT INTO floor_deliveries (message_id, endpoint_id, channel, lane, state, "
-                "next_attempt_at, enqueued_at, attempts) "
-                "SELECT DISTINCT :m, e.id, e.channel, 'bulk', 'queued', :now, :now, 0 FROM endpoints e "
-                "JOIN subscriptions s ON s.endpoint_id = e.id "
-                "JOIN message_topics mt ON mt.topic_id = s.topic_id "
-                "WHERE mt.message_id = :m AND s.state = 'confirmed' AND e.active ORDER BY e.id"
-            ),
-            {"m": message_id, "now": "2026-01-01 00:00:00.000000"},
-        )
+        await conn.execute(statement, {"m": message_id, "now": datetime(2026, 1, 1)})
         elapsed = time.perf_counter() - t0
+    async with hub.db.engine.begin() as conn:
         await conn.execute(text("DROP TABLE floor_deliveries"))
     return elapsed
 
 
-async def _run(args: argparse.Namespace, ov: dict[str, Any]) -> dict[str, Any]:
+async def _plan(hub: Any, message_id: int, progress: bool) -> dict[str, Any]:
+    """The body of the ``plan_message`` job, timed: plan a page, enqueue its batches, until done."""
+    from hub import delivery
+
+    plan_s = enqueue_s = 0.0
+    chunks = inserted = jobs = 0
+    started = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        chunk = await delivery.plan_chunk(hub, message_id, hub.channels)
+        t1 = time.perf_counter()
+        if chunk.batches:
+            await hub.queue.send_many(chunk.lane, chunk.batches)
+        plan_s += t1 - t0
+        enqueue_s += time.perf_counter() - t1
+        chunks += 1
+        inserted += chunk.inserted
+        jobs += len(chunk.batches)
+        if progress and chunks % 250 == 0:
+            print(f"   … {inserted:,} planned after {time.perf_counter() - started:.0f} s", flush=True)
+        if chunk.done:
+            break
+    total = time.perf_counter() - started
+    return {"total": total, "plan": plan_s, "enqueue": enqueue_s, "chunks": chunks, "inserted": inserted,
+            "jobs": jobs}  # fmt: skip
+
+
+async def _message(hub: Any) -> int:
     from hub import announcements, delivery
 
+    req = announcements.AnnouncementInput(
+        template="free_text",
+        topics=[TOPIC],
+        data={"title": "Pengumuman", "text": "Kantor tutup sementara."},
+    )
+    draft = (await announcements.prepare(hub, req)).draft
+    return int((await delivery.create_message(hub, draft)).id)
+
+
+async def _run(args: argparse.Namespace, ov: dict[str, Any]) -> dict[str, Any]:
     hub = await start_hub(ov, CHANNELS)
     try:
         t0 = time.perf_counter()
-        await bulk_audience(hub, args.count, channel="null", address_sql="'null-' || i")
+        await bulk_audience(hub, args.size, channel="null", address_sql="'null-' || i")
         setup = time.perf_counter() - t0
-        req = announcements.AnnouncementInput(
-            template="free_text",
-            topics=[TOPIC],
-            data={"title": "Pengumuman", "text": "Kantor tutup sementara."},
-        )
-        draft, _ = await announcements.prepare(hub, req)
-        message = await delivery.create_message(hub, draft)
+        message_id = await _message(hub)
         rss_before = maxrss_mb()
-        if args.tracemalloc:
-            tracemalloc.start()
-        plan_s = enqueue_s = 0.0
-        chunks = inserted = jobs = 0
-        started = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
-            chunk = await delivery.plan_chunk(hub, message.id, hub.channels)
-            t1 = time.perf_counter()
-            if chunk.batches:
-                await hub.queue.send_many(chunk.lane, chunk.batches)
-            plan_s += t1 - t0
-            enqueue_s += time.perf_counter() - t1
-            chunks += 1
-            inserted += chunk.inserted
-            jobs += len(chunk.batches)
-            if args.progress and chunks % 50 == 0:
-                print(f"   … {inserted:,} planned after {time.perf_counter() - started:.0f} s", flush=True)
-            if chunk.done:
-                break
-        total = time.perf_counter() - started
-        peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else None
-        if args.tracemalloc:
-            tracemalloc.stop()
+        timed = await _plan(hub, message_id, args.progress)  # tracemalloc off
         rss = maxrss_mb()
         queued = await hub.queue.depth("bulk")
-        floor = await _floor(hub, message.id)
+        shaped = await _floor(hub, message_id, shaped=True) if args.size <= 2_000_000 else None
+        bare = await _floor(hub, message_id, shaped=False)
+        peak = None
+        if args.tracemalloc:  # a second message to the same audience, the Python heap traced
+            traced_id = await _message(hub)
+            tracemalloc.start()
+            await _plan(hub, traced_id, False)
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
         return {
+            **timed,
             "setup": setup,
-            "total": total,
-            "plan": plan_s,
-            "enqueue": enqueue_s,
-            "chunks": chunks,
-            "inserted": inserted,
-            "jobs": jobs,
             "queued": queued,
             "peak": peak,
             "rss": rss,
             "rss_before": rss_before,
-            "floor": floor,
+            "floor": shaped,
+            "bare": bare,
             "plan_chunk": hub.settings.queue.plan_chunk,
+            "dialect": hub.db.dialect,
         }
     finally:
         await hub.close()
@@ -129,70 +186,82 @@ async def _run(args: argparse.Namespace, ov: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> Result:
     if args.quick:
-        args.count = min(args.count, 20_000)
+        args.size = min(args.size, 20_000)
+    aim_s, aim_mb = aims(args.size)
     with workspace("planning") as tmp:
-        print(f"   planning {args.count:,} deliveries …", flush=True)
-        out = asyncio.run(_run(args, overrides(sqlite_url(tmp), **queue_overrides(args.queue))))
+        print(f"   planning {args.size:,} deliveries …", flush=True)
+        out = asyncio.run(_run(args, overrides(database_url(tmp), **queue_overrides(args.queue))))
+    ceiling, what = out["floor"], "one INSERT…SELECT of the audience into a table shaped like deliveries"
+    if ceiling is None:
+        ceiling, what = (
+            out["bare"],
+            "one INSERT…SELECT of the audience into a copy with the unique index only",
+        )
+    ratio = out["total"] / ceiling
     rows = [
         Row(
-            metric=f"plan {args.count:,} deliveries (plan_chunk + enqueue)",
+            metric=f"plan {args.size:,} deliveries (plan_chunk + enqueue)",
             value=out["total"],
             unit="s",
-            ceiling=out["floor"],
-            ceiling_what="one INSERT…SELECT of the audience",
-            ratio=out["total"] / out["floor"],
-            aim=f"< {AIM_SECONDS:g} s",
-            vs_aim=AIM_SECONDS / out["total"],
-            met=out["total"] < AIM_SECONDS,
+            ceiling=ceiling,
+            ceiling_what=what,
+            ratio=ratio,
+            aim=f"< {aim_s:g} s and ≤ {AIM_RATIO:g}× ceiling",
+            vs_aim=min(aim_s / out["total"], AIM_RATIO / ratio),
+            met=out["total"] < aim_s and ratio <= AIM_RATIO,
         ),
         Row(
-            metric="peak RSS (getrusage maxrss)",
+            metric="peak RSS of the timed run (getrusage maxrss)",
             value=out["rss"],
             unit="MB",
             ceiling=out["rss_before"],
             ceiling_what="RSS before planning",
             ratio=out["rss"] / out["rss_before"],
-            aim=f"< {AIM_MB:g} MB",
-            vs_aim=AIM_MB / out["rss"],
-            met=out["rss"] < AIM_MB,
+            aim=f"< {aim_mb:g} MB",
+            vs_aim=aim_mb / out["rss"],
+            met=out["rss"] < aim_mb,
         ),
     ]
     if out["peak"] is not None:
         rows.append(
             Row(
-                metric="tracemalloc peak during planning",
+                metric="tracemalloc peak while planning (a second run)",
                 value=out["peak"],
                 unit="MB",
-                aim=f"< {AIM_MB:g} MB",
-                vs_aim=AIM_MB / out["peak"],
-                met=out["peak"] < AIM_MB,
+                aim=f"< {aim_mb:g} MB",
+                vs_aim=aim_mb / out["peak"],
+                met=out["peak"] < aim_mb,
             )
         )
     result = Result(
         name="planning",
-        title=f"Planning: fan-out of one message to {args.count:,} endpoints",
-        params={"deliveries": args.count, "plan_chunk": out["plan_chunk"], "tracemalloc": args.tracemalloc},
+        title=f"Planning: fan-out of one message to {args.size:,} endpoints",
+        params={"deliveries": args.size, "plan_chunk": out["plan_chunk"], "tracemalloc": "second run"},
         rows=rows,
     )
     result.notes.append(
         f"split: plan_chunk {out['plan']:.1f} s, enqueue {out['enqueue']:.1f} s over {out['chunks']} chunks; "
         f"{out['inserted']:,} rows, {out['jobs']:,} send jobs ({out['queued']:,} in Redis); "
-        f"audience insert took {out['setup']:.1f} s"
-        + (" (tracemalloc on: slows Python code)" if args.tracemalloc else "")
+        f"audience insert took {out['setup']:.1f} s, planned right after it (no ANALYZE in between)"
+    )
+    result.notes.append(
+        f"the same INSERT…SELECT into a bare copy with the unique index only (the ceiling before issue 12) "
+        f"took {out['bare']:.2f} s: planning is {out['total'] / out['bare']:.1f}× that; the rest of the "
+        "difference is the deliveries table's own indexes and foreign keys, which any planner pays"
     )
     return result
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--count", type=int, default=1_000_000, help="deliveries (one per subscriber)")
+    p.add_argument("--size", "--count", type=int, default=1_000_000, help="deliveries (one per subscriber)")
     p.add_argument(
         "--no-tracemalloc",
         dest="tracemalloc",
         action="store_false",
-        help="skip tracemalloc (it slows the Python side)",
+        help="skip the second, traced run (tracemalloc slows the Python side; the timed run never has it)",
     )
-    p.add_argument("--progress", action="store_true", help="print progress every 50 chunks")
+    p.add_argument("--progress", action="store_true", help="print progress every 250 chunks")
     return p
 
 

@@ -32,7 +32,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REDIS_URL, ROOT, Result, Row, cli, overrides, parser, percentile, quiet_logs
+from benchmarks.common import (
+    REDIS_URL,
+    ROOT,
+    Result,
+    Row,
+    cli,
+    overrides,
+    parser,
+    percentile,
+    quiet_logs,
+    store_kind,
+)
 from hub.settings import PublicSection
 
 AIM = 1000.0
@@ -366,6 +377,10 @@ def run(args: argparse.Namespace) -> Result:
         args.offices, args.per_office, args.duration = 50, 20, 3
     wrk = ensure_wrk()
     which = [w.strip() for w in args.databases.split(",") if w.strip()]
+    if args.database:  # --database picks one store (benchmarks.all runs each store as its own variant)
+        which = [store_kind(args.database)]
+        if which == ["postgresql"]:
+            args.postgres = args.database
     result = Result(
         name="public",
         title=f"Public pages: `hub run` with {args.offices:,} offices, "

@@ -25,20 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    HubWorkers,
     Result,
     Row,
     bulk_audience,
     cli,
+    database_url,
     fmt,
     make_settings,
     overrides,
     parser,
-    sqlite_url,
     start_hub,
     wait_done,
     workspace,
 )
+from benchmarks.workers import HubWorkers
 
 AIM = 0.8
 SENDER = "DUKCAPIL"
@@ -177,7 +177,7 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "transliterate": True,
             "gateways": [kannel.gateway_settings(rate_per_second=1_000_000, timeout=30.0)],
         }
-        ov = overrides(sqlite_url(tmp), channels={"sms": sms})
+        ov = overrides(database_url(tmp), channels={"sms": sms})
         ov["hub"]["public_url"] = f"http://127.0.0.1:{api_port}"
         hub = await start_hub(ov)
         try:

@@ -35,12 +35,21 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REDIS_ENV, Result, Row, cli, parser, queue_overrides
+from benchmarks.common import (
+    REDIS_ENV,
+    Result,
+    Row,
+    cli,
+    parser,
+    queue_overrides,
+    set_sequences,
+    store_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "offices.toml"
@@ -218,7 +227,7 @@ async def prepare_database(settings: Any, chats: int) -> None:
     from hub.store.db import Database
     from hub.store.models import Endpoint, Subscriber, Subscription, Topic
 
-    db = Database(settings.database.url)
+    db = Database(settings.database.url, schema=settings.database.schema_name or None)
     await db.migrate()
     await db.dispose()
     hub = await build_hub(settings, with_redis=False)
@@ -246,6 +255,8 @@ async def prepare_database(settings: Any, chats: int) -> None:
                 insert(Subscription),
                 [{"topic_id": topic_id, "endpoint_id": i, "state": "confirmed"} for i in ids],
             )
+            if hub.db.dialect == "postgresql":  # explicit ids leave the sequences behind
+                await set_sequences(await session.connection(), ("subscribers", "endpoints"))
     finally:
         await hub.close()
 
@@ -318,16 +329,17 @@ def run_case(
 
     work = directory / case.name
     work.mkdir()
+    stack = ExitStack()  # the database (a PostgreSQL schema is dropped after)
     fake = FakeTelegram(overall_per_second=case.fake_limit).start()
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         for n in range(1, case.chats + 1):
             fake.add_private(FIRST_CHAT + n)
         prefix = f"bench{uuid.uuid4().hex[:8]}"
-        path = write_settings(
-            work / "settings.toml",
-            sections(f"sqlite+aiosqlite:///{work / 'hub.db'}", redis_url, prefix, fake, case.telegram, queue),
-        )
+        store = stack.enter_context(store_for(work))
+        conf = sections(store.url, redis_url, prefix, fake, case.telegram, queue)
+        conf["database"]["schema"] = store.schema or ""
+        path = write_settings(work / "settings.toml", conf)
         settings = load_settings(path)
         asyncio.run(prepare_database(settings, case.chats))
         procs = start_workers(path, work, workers)
@@ -361,6 +373,7 @@ def run_case(
         if procs:
             stop_workers(procs)
         fake.stop()
+        stack.close()
 
 
 # ---------------------------------------------------------------------------------------------------------

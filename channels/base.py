@@ -341,6 +341,15 @@ class Channel(ABC):
         """False while this process may not send (another process owns the session); jobs wait."""
         return True
 
+    async def check_credentials(self) -> str:
+        """Optional (``hub doctor``): ask the provider whether the configured credentials work.
+
+        Sends nothing to anyone and takes over no session (a Matrix login would end the workers' own).
+        Returns a short line of what was found, never a secret; raises when they do not work. The
+        default raises ``NotImplementedError``: the adapter has no way to check without sending.
+        """
+        raise NotImplementedError(f"channel {self.name!r} cannot check its credentials without sending")
+
     @abstractmethod
     def normalize_address(self, raw: str) -> str:
         """The canonical form of an address, or raise ``InvalidAddress`` naming what is wrong."""

@@ -2,13 +2,15 @@
 
 One connection sends one message at a time, so parallelism comes from several connections, each kept
 open across batches; a dropped connection is reopened once before the send is called "retry later".
+A broadcast's message is built once per rendering and patched per recipient (``channels.email_mime``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
-import html as html_lib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
@@ -17,6 +19,7 @@ from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
 
 import aiosmtplib
+from aiosmtplib.email import extract_sender
 from email_validator import EmailNotValidError, validate_email
 from pydantic import Field
 
@@ -35,6 +38,7 @@ from channels.base import (
     Sent,
     outcome_of_error,
 )
+from channels.email_mime import Piece, Templates, page_of
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,7 @@ class EmailChannel(Channel):
         self.allow_test_domains = allow_test_domains
         self.domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
         self._idle: asyncio.Queue[aiosmtplib.SMTP] | None = None
+        self._templates: Templates | None = None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], *, public_url: str) -> EmailChannel:
@@ -144,6 +149,18 @@ class EmailChannel(Channel):
                 except (aiosmtplib.SMTPException, OSError):
                     client.close()
         self._idle = None
+
+    async def check_credentials(self) -> str:
+        """Connect, log in when a username is set, NOOP, QUIT: the server took us (``hub doctor``)."""
+        client = self._client()
+        await client.connect()
+        try:
+            await client.noop()
+        finally:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit()
+        login = " and accepted the login" if self.username else ""
+        return f"SMTP {self.host}:{self.port} answered{login}"
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
@@ -195,29 +212,72 @@ class EmailChannel(Channel):
     async def _send_one(self, client: aiosmtplib.SMTP, item: Outbound) -> tuple[aiosmtplib.SMTP, Outcome]:
         """One message; whatever goes wrong becomes this item's outcome, never an exception."""
         try:
-            message = self.build(item)
+            message_id = self.message_id(item)
+            piece = self._render(item, message_id)
+            message = None if piece is not None else self.build(item)
         except (ValueError, TypeError) as exc:  # e.g. a line break in the subject: no header can hold it
             log.warning("email: delivery %s cannot be built: %s", item.delivery_id, exc)
             return client, Rejected(f"the message cannot be built: {exc}")
         try:
-            return await self._transmit(client, item, message)
+            return await self._transmit(client, item, message_id, piece, message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an adapter bug must not hang the batch nor leave the row "sending"
             return await self._reset(client), outcome_of_error(self.name, item, exc)
 
+    def _render(self, item: Outbound, message_id: str) -> Piece | None:
+        """The patched copy; None (build it whole) when it cannot be had, even through a bug of the cache."""
+        try:
+            return self.templates.render(item, message_id)
+        except (ValueError, TypeError):  # the message itself cannot be built: the caller says why
+            raise
+        except Exception:
+            log.exception("email: delivery %s: template cache failed, building it whole", item.delivery_id)
+            return None
+
+    @property
+    def templates(self) -> Templates:
+        if self._templates is None:
+            self._templates = Templates(self.build)
+        return self._templates
+
+    @functools.cached_property
+    def envelope_from(self) -> str:
+        """MAIL FROM, read from the From header the way ``send_message`` reads it."""
+        probe = EmailMessage()
+        probe["From"] = self.sender
+        return extract_sender(probe) or ""
+
     async def _transmit(
-        self, client: aiosmtplib.SMTP, item: Outbound, message: EmailMessage
+        self,
+        client: aiosmtplib.SMTP,
+        item: Outbound,
+        message_id: str,
+        piece: Piece | None,
+        message: EmailMessage | None,
     ) -> tuple[aiosmtplib.SMTP, Outcome]:
         for attempt in (1, 2):
             try:
                 if not client.is_connected:
                     await client.connect()
-                errors, _ = await client.send_message(message)
+                if client.is_ehlo_or_helo_needed:  # as send_message does, to know the extensions
+                    try:
+                        await client.ehlo()
+                    except aiosmtplib.SMTPHeloError:
+                        await client.helo()
+                if piece is not None and client.supports_extension("8bitmime"):
+                    # What send_message would pass for this message: 8-bit body, ASCII envelope.
+                    errors, _ = await client.sendmail(
+                        self.envelope_from, [item.address], piece.data, mail_options=["BODY=8BITMIME"]
+                    )
+                else:
+                    if message is None:  # a server without 8BITMIME: the email package encodes for 7 bits
+                        message = self.build(item)
+                    errors, _ = await client.send_message(message)
                 if errors:
                     code, text = next(iter(errors.values()))
                     return client, classify(code, text)
-                return client, Sent(provider_id=message["Message-ID"])
+                return client, Sent(provider_id=message_id)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 refused = exc.recipients[0]
                 return client, classify(refused.code, refused.message)
@@ -243,23 +303,26 @@ class EmailChannel(Channel):
         client.close()
         return self._client()
 
-    def build(self, item: Outbound) -> EmailMessage:
+    def message_id(self, item: Outbound) -> str:
+        # Derived from the delivery: a resend after a crash carries the same id, which mailboxes dedupe.
+        digest = hashlib.sha256(f"{item.delivery_id}:{item.address}".encode()).hexdigest()[:16]
+        return f"<d{item.delivery_id}.{digest}@{self.domain}>"
+
+    def build(self, item: Outbound, *, date: str | None = None) -> EmailMessage:
+        """The whole message with the ``email`` package: the reference ``email_mime`` patches copies of."""
         content = item.content
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = formataddr(("", item.address))
         message["Subject"] = content.subject or content.text.splitlines()[0][:120]
-        message["Date"] = formatdate(localtime=False)
-        # Derived from the delivery: a resend after a crash carries the same id, which mailboxes dedupe.
-        digest = hashlib.sha256(f"{item.delivery_id}:{item.address}".encode()).hexdigest()[:16]
-        message["Message-ID"] = f"<d{item.delivery_id}.{digest}@{self.domain}>"
+        message["Date"] = date or formatdate(localtime=False)
+        message["Message-ID"] = self.message_id(item)
         message["Auto-Submitted"] = "auto-generated"
         if item.unsubscribe_url:
             message["List-Unsubscribe"] = f"<{item.unsubscribe_url}>"
             message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         message.set_content(content.text)
-        page = content.html or f'<div style="white-space: pre-line">{html_lib.escape(content.text)}</div>'
-        message.add_alternative(page, subtype="html")
+        message.add_alternative(page_of(content.text, content.html), subtype="html")
         message["Content-Language"] = content.locale  # after set_content, which clears Content-* headers
         return message
 

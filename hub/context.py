@@ -111,6 +111,7 @@ async def build_hub(
         settings.database.url,
         echo=settings.database.echo,
         schema=schema or settings.database.schema_name or None,
+        jobs=settings.queue.urgent_jobs + settings.queue.bulk_jobs,
     )
     try:
         keyring = await db.keyring(settings.hub)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from channels.base import Lane, Paused, Rate
+from hub import metrics
 
 _ACQUIRE = """
 -- KEYS: the rate keys. ARGV: lane, bulk share, token ('' = space only, no slot), lease ms, longest
@@ -176,7 +177,9 @@ class RedisPacer:
             if wait_ms == 0:
                 return
             # A little jitter keeps workers that woke together from colliding again.
-            await asyncio.sleep(wait_ms / 1000.0 + random.uniform(0, 0.002))
+            pause = wait_ms / 1000.0 + random.uniform(0, 0.002)
+            metrics.pacer_waited(lane, rates[0].key, pause)
+            await asyncio.sleep(pause)
 
     async def pause(self, key: str, seconds: float) -> None:
         """Hold every send on ``key`` for ``seconds``; a shorter pause never cuts a longer one short."""

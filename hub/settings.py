@@ -149,6 +149,19 @@ class PublicSection(BaseModel):
     cache_seconds: float = Field(300.0, ge=0, le=3600)
 
 
+class MetricsSection(BaseModel):
+    """Prometheus metrics (``hub.metrics``, docs/operations.md): the API's ``/metrics`` and the workers'."""
+
+    #: Each ``hub worker`` serves its own counters on this port (``/metrics``); 0: none. Workers sharing
+    #: a host need a port each: ``HUB_METRICS__WORKER_PORT`` per service, or ``hub worker --metrics-port``.
+    worker_port: int = Field(0, ge=0, le=65535)
+    #: Where the workers' metrics listen; ``0.0.0.0`` for a Prometheus on another host.
+    worker_host: str = "127.0.0.1"
+    #: Database and Redis figures on ``/metrics`` (oldest due delivery, queue depth) are read at most this
+    #: often; scrapes in between get the cached ones.
+    state_ttl_seconds: float = Field(5.0, ge=0, le=300)
+
+
 class RelaysSection(BaseModel):
     """Kelurahan relays (``hub.relays``): when an unconfirmed relay is reminded, and the office told."""
 
@@ -184,6 +197,7 @@ class Settings(BaseSettings):
     console: ConsoleSection = ConsoleSection()
     relays: RelaysSection = RelaysSection()
     public: PublicSection = PublicSection()
+    metrics: MetricsSection = MetricsSection()
     #: One table per channel: ``[channels.email]`` with ``enabled = true`` and the adapter's own keys.
     channels: dict[str, dict[str, Any]] = {}
 

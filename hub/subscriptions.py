@@ -504,6 +504,9 @@ async def import_csv(
             counts[key] += value
     for locale, endpoint_ids in pending_by_locale.items():
         await _ask_confirmation(hub, office, topic_id, topic_name, endpoint_ids, channel, locale)
+    from hub.subscriptions_bulk import analyze_after_import
+
+    await analyze_after_import(hub, len(rows))
     return counts
 
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.clock import utcnow
+from hub.context import Hub
 from hub.store.models import Endpoint, Subscriber, Subscription
 
 
@@ -143,3 +144,25 @@ async def _states(session: AsyncSession, topic_id: int, endpoint_ids: list[int])
         )
     )
     return {endpoint_id: state for endpoint_id, state in rows}
+
+
+#: An import of at least this many rows refreshes PostgreSQL's statistics of the tables it wrote.
+ANALYZE_AFTER = 1000
+
+
+async def analyze_after_import(hub: Hub, rows: int) -> None:
+    """PostgreSQL: ``ANALYZE`` the tables a large import wrote, as it ends.
+
+    Autovacuum analyses a table only after a share of it has changed and a while later; until then the
+    planner judges every query on these tables by statistics of before the import (a new topic looks
+    empty, an old one still looks like all of it). Planning does not depend on them (hub.delivery.plan
+    walks indexes), but the console's queries and anything else written later might; ANALYZE samples a
+    fixed number of rows, so it stays under a second for tables of millions
+    (https://www.postgresql.org/docs/current/sql-analyze.html). SQLite keeps no statistics unless asked,
+    and the hub never asks, so there is nothing to refresh there.
+    """
+    if hub.db.dialect != "postgresql" or rows < ANALYZE_AFTER:
+        return
+    async with hub.db.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("ANALYZE subscribers, endpoints, subscriptions, message_endpoints"))

@@ -190,6 +190,27 @@ class MatrixChannel(MatrixInbound, Channel):
     # ----------------------------------------------------------------------------------------------------
     # Addresses
 
+    async def check_credentials(self) -> str:
+        """``whoami`` with the access token (``hub doctor``); with a password only, that the homeserver
+        answers: a login there would end the session of the workers that own the device."""
+        import httpx
+
+        async with httpx.AsyncClient(base_url=self.homeserver, timeout=10) as http:
+            if not self.access_token:
+                (await http.get("/_matrix/client/versions")).raise_for_status()
+                return "the homeserver answers (password not tried: a login would end the workers' session)"
+            who = await http.get(
+                "/_matrix/client/v3/account/whoami", headers={"Authorization": f"Bearer {self.access_token}"}
+            )
+        if who.status_code != 200:
+            raise RuntimeError(f"the homeserver refused the access token (HTTP {who.status_code})")
+        found = who.json()
+        if found.get("user_id") != self.user_id:
+            raise RuntimeError(f"the access token belongs to {found.get('user_id')}, not {self.user_id}")
+        if found.get("device_id") and found["device_id"] != self.device_id:
+            raise RuntimeError(f"the token is of device {found['device_id']}, settings say {self.device_id}")
+        return f"the access token is {self.user_id}'s, device {self.device_id}"
+
     def normalize_address(self, raw: str) -> str:
         value = raw.strip()
         if value.startswith(_MATRIX_TO):

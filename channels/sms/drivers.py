@@ -156,16 +156,17 @@ class KannelGateway(Gateway):
             response = await self.client().get(self.url, params=params)
         except httpx.HTTPError as exc:
             return _transport_outcome(self.name, exc)
-        return self.interpret(response.status_code, response.text)
+        return self.interpret(response.status_code, response.text, response.headers)
 
-    def interpret(self, status: int, body: str) -> Outcome:
+    def interpret(self, status: int, body: str, headers: httpx.Headers | None = None) -> Outcome:
         """Map Kannel's answer (status code and its "N: words" body) to an outcome."""
         body = body.strip()
         if 200 <= status < 300:
             # "0: Accepted for delivery" or "3: Queued for later delivery": both mean Kannel owns it now.
             return Sent(None)
-        if status == 503:
-            return RetryLater(f"{self.name}: {body or 'temporal failure'}", provider=True)
+        if status in (429, 503):  # 429: a rate limiter in front of smsbox (RFC 6585), never the recipient's
+            delay = _retry_after(headers) if headers is not None else None
+            return RetryLater(f"{self.name}: {body or 'temporal failure'}", delay, provider=True)
         if "authorization failed" in body.lower():
             return Rejected(f"{self.name}: Kannel refused the sendsms credentials for user {self.username!r}")
         if status >= 500:

@@ -184,6 +184,14 @@ class TelegramChannel(TelegramInbound, Channel):
             except TelegramError as exc:
                 log.warning("telegram: setWebhook failed: %s", exc)
 
+    async def check_credentials(self) -> str:
+        """getMe with the configured token (``hub doctor``); on an adapter that was not opened."""
+        try:
+            await self._bot.initialize()  # getMe; a refused token raises InvalidToken
+            return f"the token belongs to @{self._bot.username}"
+        finally:
+            await self._bot.shutdown()  # its HTTP sessions, also after a refusal
+
     async def close(self) -> None:
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)

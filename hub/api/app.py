@@ -8,7 +8,6 @@ are limited per client (``limits``); tests/integration/test_route_audit.py lists
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,12 +15,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, select
 
 from channels.base import WebhookRejected, WebhookRequest
-from hub import announcements, applicants, delivery, subscriptions
+from hub import announcements, applicants, delivery, metrics, subscriptions
+from hub import health as health_checks
 from hub.api import approvals, errors, limits, notices, relays, status
 from hub.api.deps import AnyKey, HubDep, IntakeKey, StaffKey, idempotent, refuse_bad_text
 from hub.api.errors import KEYED, documented
@@ -32,7 +32,6 @@ from hub.inbound import handle_inbound
 from hub.logs import log
 from hub.privacy import mask
 from hub.public import install as install_public
-from hub.queue import REDIS_DOWN
 from hub.regions import office_in_scope, offices_under
 from hub.store.models import Announcement, Endpoint, Office, Subscription, Topic
 
@@ -148,22 +147,37 @@ async def _announcement_scope(hub: Hub, key: Any, req: announcements.Announcemen
 
 
 def _routes(app: APIRouter) -> None:
-    @app.get("/healthz", tags=["ops"], responses=documented(422, _503=errors.UNHEALTHY))
-    async def health(hub: HubDep) -> JSONResponse:
-        """``ok`` or ``down`` for the database and Redis: 200 when both answer, else 503."""
-        parts = {"database": await _database_ok(hub), "redis": await _redis_ok(hub)}
-        body = {
-            **{name: "ok" if ok else "down" for name, ok in parts.items()},
-            "channels": sorted(hub.channels),
-        }
-        if all(parts.values()):
+    @app.get("/healthz", tags=["ops"], responses=documented(422))
+    async def health(hub: HubDep) -> dict[str, Any]:
+        """Liveness: this process answers (200). Asks nothing else: a probe that restarts the hub when the
+        database or Redis is down would only add restarts to the outage. Readiness is ``/readyz``."""
+        return {"status": "ok", "channels": sorted(hub.channels)}
+
+    @app.get("/readyz", tags=["ops"], responses=documented(422, _503=errors.UNHEALTHY))
+    async def ready(hub: HubDep) -> JSONResponse:
+        """Readiness: the database and Redis answer and the schema is this release's (``hub.health``).
+
+        200 with ``ok`` per part; else 503 with ``Retry-After``, ``down`` per failing part and ``error``
+        naming each with what was found (``migrations: the database is at 0011..., run hub init``).
+        """
+        checks = await health_checks.readiness(hub)
+        body: dict[str, Any] = {check.part: "ok" if check.ok else "down" for check in checks}
+        failing = [check for check in checks if not check.ok]
+        if not failing:
             return JSONResponse(body)
-        down = ", ".join(name for name, ok in parts.items() if not ok)
+        error = "; ".join(f"{check.part}: {check.detail}" for check in failing)
         return JSONResponse(
-            {"error": f"down: {down}", **body},
+            {"error": f"not ready: {error}", **body},
             status_code=503,
             headers={"Retry-After": str(errors.RETRY_AFTER)},
         )
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses=documented(422, html=True))
+    async def prometheus(hub: HubDep) -> Response:
+        """Prometheus text format (``hub.metrics``): deliveries, send latency, pacer waits, provider
+        pushback, reconciler actions; oldest due delivery per lane and queue depth (cached briefly)."""
+        content, media_type = await metrics.exposition(hub)
+        return Response(content, media_type=media_type)
 
     # -- announcements (staff) --------------------------------------------------------------------------
 
@@ -477,25 +491,6 @@ def _webhooks(app: FastAPI) -> None:
         if reply.status >= 400:
             return JSONResponse({"error": reply.body or "webhook refused"}, status_code=reply.status)
         return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
-
-
-async def _database_ok(hub: Hub) -> bool:
-    try:
-        async with asyncio.timeout(3), hub.db.session() as session:
-            await session.execute(select(1))
-    except Exception:  # any failure means "down" here; the body says which part
-        return False
-    return True
-
-
-async def _redis_ok(hub: Hub) -> bool:
-    if hub.redis is None:
-        return False
-    try:
-        async with asyncio.timeout(3):
-            return bool(await hub.redis.ping())
-    except REDIS_DOWN:
-        return False
 
 
 def _cursor(value: str) -> int:

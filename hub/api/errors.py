@@ -145,9 +145,9 @@ def documented(
     return answer
 
 
-#: /healthz answers its usual body with ``error`` added when a part is down.
+#: /readyz answers its usual body with ``error`` added when a part is down.
 UNHEALTHY: dict[str, Any] = {
-    "description": "The database or Redis is down; the body says which",
+    "description": "The database or Redis is down, or the schema is not this release's; the body says which",
     "headers": _RETRY,
     "content": {
         "application/json": {

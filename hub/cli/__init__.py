@@ -13,6 +13,7 @@ from hub.cli import citizens  # noqa: F401
 from hub.cli import secret  # noqa: F401
 from hub.cli import users  # noqa: F401
 from hub.cli import status, notices, relays  # noqa: F401
+from hub.cli import doctor  # noqa: F401
 
 # isort: on
 from hub.cli.common import app

@@ -18,13 +18,18 @@ from hub.errors import InvalidInput
 @app.command()
 def worker(
     burst: Annotated[bool, typer.Option(help="Drain what is due, then exit.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve this worker's Prometheus metrics on this port (0: none)."),
+    ] = None,
 ) -> None:
     """Run a worker: both lanes (urgent and bulk) and the reconciler."""
     from hub.delivery import drain, run_workers
 
     async def work(hub: Hub) -> None:
         if not burst:
-            out.print(f"worker started; channels: {', '.join(sorted(hub.channels)) or 'none'}")
+            served = _serve_metrics(hub, metrics_port)
+            out.print(f"worker started; channels: {', '.join(sorted(hub.channels)) or 'none'}{served}")
             listeners = [_listen(hub, name) for name in hub.listeners("worker")]
             watch = operate.watch_redis_neighbours(hub)
             try:
@@ -48,6 +53,19 @@ def worker(
         out.print(operate.summary_line(counts), highlight=False)
 
     with_hub(work)
+
+
+def _serve_metrics(hub: Hub, port: int | None) -> str:
+    """Start the worker's metrics server (stopped with the process); what to add to the start line."""
+    from hub import metrics
+
+    section = hub.settings.metrics
+    port = section.worker_port if port is None else port
+    if not port:
+        return ""
+    metrics.serve_worker_metrics(section.worker_host, port)  # a daemon thread: ends with the process
+    shown = f"[{section.worker_host}]" if ":" in section.worker_host else section.worker_host
+    return f"; metrics on http://{shown}:{port}/metrics"
 
 
 @app.command()

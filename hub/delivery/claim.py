@@ -80,6 +80,8 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
         # for them (waiting is how lock cycles start). SQLite renders nothing here: it has one writer.
         .with_for_update(skip_locked=True)
     )
+    # The write transaction holds only the claim itself: on SQLite it holds the one write lock, so nothing
+    # else (reading the rows, the renderings, the reply order) runs while other workers wait for it.
     async with hub.db.transaction() as session:
         await session.execute(
             claims.insert().values(token=token, lease_until=lease, requeued=False, created_at=now)
@@ -92,10 +94,13 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
                 .returning(deliveries.c.id, deliveries.c.attempts)
             )
         ).all()
-        attempts = {row.id: row.attempts for row in taken}
-        if not attempts:
+        if not taken:
             await session.execute(delete(claims).where(claims.c.token == token))
-            return Claimed(token, [], 0, {})
+    attempts = {row.id: row.attempts for row in taken}
+    if not attempts:
+        return Claimed(token, [], 0, {})
+    # The rows are ours now (``sending`` under this claim's lease): read what to send without a write lock.
+    async with hub.db.session() as session:
         rows = (
             await session.execute(
                 select(
@@ -140,20 +145,24 @@ async def claim(hub: Hub, delivery_ids: Sequence[int]) -> Claimed:
                 skip[row.delivery_id] = reason
             else:
                 live.append(row)
-        for reason in set(skip.values()):
-            ids = sorted(i for i, r in skip.items() if r == reason)
-            await session.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(ids))
-                .values(state="skipped", error=reason, updated_at=now)
-            )
         # Replies to one chat go out in order: one whose predecessor is unsent waits (hub.delivery.order).
         replies = [(r.delivery_id, r.message_id, r.endpoint_id) for r in live if r.message_kind == "reply"]
         held = await hold_back(session, replies, now)
-        if held:
-            await release_held(session, held, now)
-            live = [r for r in live if r.delivery_id not in held]
+        live = [r for r in live if r.delivery_id not in held]
         contents = await _contents(session, {(r.message_id, r.channel, r.locale) for r in live})
+    if skip or held:  # rare: a second short write, for rows this claim still holds
+        async with hub.db.transaction() as session:
+            for reason in set(skip.values()):
+                ids = sorted(i for i, r in skip.items() if r == reason)
+                await session.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id.in_(ids), deliveries.c.claim == token, deliveries.c.state == "sending"
+                    )
+                    .values(state="skipped", error=reason, updated_at=now)
+                )
+            if held:
+                await release_held(session, held, now, token)
     if held:
         await requeue_held(hub, held, {r.delivery_id: (r.lane, r.channel) for r in rows})
     items = []
@@ -290,36 +299,56 @@ async def skip_unsent(hub: Hub, token: str, ids: Sequence[int], reason: str) -> 
 async def finish(hub: Hub, token: str) -> None:
     """Drop the claim once none of its rows is still ``sending`` (else its lease runs out for recovery)."""
     async with hub.db.transaction() as session:
-        await session.execute(
-            delete(claims).where(
-                claims.c.token == token,
-                ~exists().where(deliveries.c.claim == token, deliveries.c.state == "sending"),
-            )
-        )
+        await session.execute(finish_statement(token))
 
 
-async def dead_claims(session: Any, now: datetime, *, redis_lost: bool) -> list[Any]:
+def finish_statement(token: str) -> Any:
+    """``finish`` as a statement, for the last outcome write of a batch to carry (``record(finish=True)``)."""
+    return delete(claims).where(
+        claims.c.token == token,
+        ~exists().where(deliveries.c.claim == token, deliveries.c.state == "sending"),
+    )
+
+
+async def dead_claims(
+    session: Any, now: datetime, *, redis_lost: bool, again: datetime | None = None
+) -> list[Any]:
     """Rows held by claims whose lease ran out: ``(id, lane, channel)``, each dead claim once.
 
-    The claim is marked ``requeued`` in the same transaction, so the reconciler queues its batch again
-    once, not on every tick. Rows in ``sending`` with no claim row at all (left from before claims had
-    rows) get a dead, already requeued claim row so they too are queued once. When Redis lost its data,
+    The claim is marked ``requeued`` (and ``requeued_at``) in the same transaction, so the reconciler
+    queues its batch again once, not on every tick; once more only if its rows are still ``sending``
+    when ``again`` (now - ``stale_after_seconds``) has passed its ``requeued_at``: that job was lost.
+    Rows in ``sending`` with no claim row at all (left from before claims had rows) get a dead, already
+    requeued claim row so they too are queued once. When Redis lost its data,
     every row without a live claim is queued again, requeued before or not.
     """
-    # Claims of dead workers whose rows are all settled by now are of no further use.
-    await session.execute(
-        delete(claims).where(
-            claims.c.requeued.is_(True),
-            claims.c.lease_until < now - timedelta(hours=1),
-            ~exists().where(deliveries.c.claim == claims.c.token, deliveries.c.state == "sending"),
-        )
+    # Claims of dead workers whose rows are all settled by now are of no further use. PostgreSQL: claim
+    # rows another reconciler holds are skipped, never waited for (SQLite has one writer).
+    postgres = session.bind.dialect.name == "postgresql"
+    spent = select(claims.c.token).where(
+        claims.c.requeued.is_(True),
+        claims.c.lease_until < now - timedelta(hours=1),
+        ~exists().where(deliveries.c.claim == claims.c.token, deliveries.c.state == "sending"),
     )
-    stale = select(claims.c.token).where(claims.c.requeued.is_(False), claims.c.lease_until < now)
-    if session.bind.dialect.name == "postgresql":
+    if postgres:
+        spent = spent.with_for_update(skip_locked=True)
+    await session.execute(delete(claims).where(claims.c.token.in_(spent)))
+    # Dead: its lease ran out and it was never queued again, or it was queued again ``again`` ago and
+    # its rows are still ``sending`` (that job was lost too, e.g. with a Redis restart before a worker
+    # took it). Claims older than ``requeued_at`` count from their lease.
+    retry = and_(
+        func.coalesce(claims.c.requeued_at, claims.c.lease_until) < (again or now),
+        exists().where(deliveries.c.claim == claims.c.token, deliveries.c.state == "sending"),
+    )
+    fresh = claims.c.requeued.is_(False)
+    stale = select(claims.c.token).where(claims.c.lease_until < now, or_(fresh, retry) if again else fresh)
+    if postgres:
         stale = stale.with_for_update(skip_locked=True)
     tokens = list((await session.execute(stale)).scalars())
     if tokens:
-        await session.execute(update(claims).where(claims.c.token.in_(tokens)).values(requeued=True))
+        await session.execute(
+            update(claims).where(claims.c.token.in_(tokens)).values(requeued=True, requeued_at=now)
+        )
     sending = deliveries.c.state == "sending"
     orphans = list(
         (
@@ -333,7 +362,9 @@ async def dead_claims(session: Any, now: datetime, *, redis_lost: bool) -> list[
     for orphan in orphans:
         if orphan is not None:
             await session.execute(
-                claims.insert().values(token=orphan, lease_until=now, requeued=True, created_at=now)
+                claims.insert().values(
+                    token=orphan, lease_until=now, requeued=True, created_at=now, requeued_at=now
+                )
             )
     if redis_lost:
         condition = and_(sending, or_(deliveries.c.claim.is_(None), ~live_claim(now)))

@@ -65,8 +65,8 @@ async def hold_back(
     return held
 
 
-async def release_held(session: Any, held: dict[int, datetime], now: datetime) -> None:
-    """Undo the claim of held replies in the claim's own transaction: they stay due, as they were."""
+async def release_held(session: Any, held: dict[int, datetime], now: datetime, token: str) -> None:
+    """Undo the claim ``token`` made of held replies: they stay due, as they were."""
     ids = sorted(held)
     # A claim spends no attempt; a reply never tried is "queued" again, one tried before "retrying".
     for state, tried in (
@@ -75,7 +75,7 @@ async def release_held(session: Any, held: dict[int, datetime], now: datetime) -
     ):
         await session.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(ids), tried)
+            .where(deliveries.c.id.in_(ids), deliveries.c.claim == token, tried)
             .values(state=state, claim=None, updated_at=now)
         )
 

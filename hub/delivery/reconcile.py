@@ -6,9 +6,9 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, select, update
 
-from hub import audience
+from hub import audience, metrics
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.delivery import retention
@@ -20,35 +20,56 @@ from hub.store.models import (
     Message,
 )
 
+#: The pending states written into the statement (not bound): PostgreSQL uses a partial index on pending
+#: rows only when it can see the states, in a cached generic plan too.
+PENDING_LITERAL = deliveries.c.state.in_(
+    bindparam("pending_states", list(PENDING), expanding=True, literal_execute=True)
+)
+
 
 async def due_for_requeue(
     hub: Hub, *, redis_lost: bool, limit: int = 100_000
 ) -> list[tuple[str, str, list[int]]]:
-    """Deliveries to queue again: due and never/long ago enqueued, or held by a dead worker's lease."""
+    """Deliveries to queue again: due and never/long ago enqueued, or held by a dead worker's lease.
+
+    Each step is a short transaction of its own (on SQLite a write holds the one write lock), and rows
+    another transaction holds are skipped, never waited for: a claim has them, or another reconciler.
+    """
     now = utcnow()
     stale = now - timedelta(seconds=hub.settings.queue.stale_after_seconds)
-    pending = and_(deliveries.c.state.in_(PENDING), deliveries.c.next_attempt_at <= now)
-    if not redis_lost:
-        pending = and_(pending, or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at < stale))
+    due = and_(PENDING_LITERAL, deliveries.c.next_attempt_at <= now)
     async with hub.db.transaction() as session:
         # Held by a dead worker's claim (its lease ran out): each such batch once (claims.requeued).
-        dead = await dead_claims(session, now, redis_lost=redis_lost)
-        rows = (
-            await session.execute(
-                select(deliveries.c.id, deliveries.c.lane, deliveries.c.channel)
-                .where(pending)
-                .order_by(deliveries.c.id)
-                .limit(limit)
-            )
-        ).all()
-        if rows:
-            ids = [r[0] for r in rows]
-            for start in range(0, len(ids), 5000):
+        dead = await dead_claims(session, now, redis_lost=redis_lost, again=stale)
+    pick = select(deliveries.c.id)
+    if redis_lost:  # every due row
+        wanted = [pick.where(due).order_by(deliveries.c.id)]
+    else:
+        # Never enqueued, or enqueued long ago (a lost enqueue): along the pending rows' index by
+        # enqueued_at, which stops at the first row enqueued recently (tests/scale: never every pending row).
+        wanted = [
+            pick.where(due, deliveries.c.enqueued_at.is_(None)),
+            pick.where(due, deliveries.c.enqueued_at < stale).order_by(deliveries.c.enqueued_at),
+        ]
+    rows: list[Any] = []
+    for query in wanted:
+        if len(rows) >= limit:
+            break
+        picked = query.limit(limit - len(rows))
+        if hub.db.dialect == "postgresql":
+            picked = picked.with_for_update(skip_locked=True)
+        async with hub.db.transaction() as session:
+            rows += (
                 await session.execute(
                     update(deliveries)
-                    .where(deliveries.c.id.in_(ids[start : start + 5000]))
+                    .where(deliveries.c.id.in_(picked))
                     .values(enqueued_at=now)
+                    .returning(deliveries.c.id, deliveries.c.lane, deliveries.c.channel)
                 )
+            ).all()
+    rows.sort(key=lambda r: r[0])
+    metrics.reconciled("lost_enqueue" if redis_lost else "requeued", len(rows))
+    metrics.reconciled("dead_lease", len(dead))
     grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
     for delivery_id, lane, channel in [*rows, *dead]:
         grouped[(lane, channel)].append(delivery_id)
@@ -100,6 +121,7 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     planned = 0
     for message_id, lane, stalled in await messages_to_plan(hub):
         planned += bool(await hub.queue.plan(message_id, lane, fresh=stalled or redis_lost))
+        metrics.reconciled("plan_restarted", int(stalled))
     batches = await due_for_requeue(hub, redis_lost=redis_lost)
     for lane in ("urgent", "bulk"):
         await hub.queue.send_many(

@@ -115,11 +115,15 @@ async def purge(
         while budget > 0:
             size = min(chunk, budget)
             async with hub.db.transaction() as session:
+                # Along (message, state), never in id order: ``ORDER BY id LIMIT`` let PostgreSQL walk
+                # the primary key from the table's first row to this message's (tests/scale). Rows
+                # another purge or a receipt holds are skipped, never waited for (PostgreSQL; SQLite
+                # has one writer and renders nothing).
                 picked = (
                     select(deliveries.c.id)
                     .where(deliveries.c.message_id == message_id, deliveries.c.state.in_(FINAL))
-                    .order_by(deliveries.c.id)
                     .limit(size)
+                    .with_for_update(skip_locked=True)
                 )
                 gone = (
                     await session.execute(
@@ -136,10 +140,9 @@ async def purge(
         if budget <= 0:
             break
         async with hub.db.transaction() as session:
+            # Any row left: still pending, or skipped above because another transaction held it.
             unsettled = await session.scalar(
-                select(deliveries.c.id)
-                .where(deliveries.c.message_id == message_id, deliveries.c.state.not_in(FINAL))
-                .limit(1)
+                select(deliveries.c.id).where(deliveries.c.message_id == message_id).limit(1)
             )
             if unsettled is None:
                 await session.execute(delete(Rendering).where(Rendering.message_id == message_id))

@@ -29,7 +29,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from channels.base import Channel, Lane, Outbound, Outcome, Rate, Rejected, RetryLater
+from hub import metrics
 from hub.context import Hub
+from hub.delivery.cancels import cancel_watch
 from hub.delivery.claim import Claimed, finish, release, renew_lease, skip_unsent
 from hub.delivery.record import Recorded, record
 from hub.logs import log
@@ -43,11 +45,6 @@ DB_TROUBLE: tuple[type[BaseException], ...] = (DBAPIError, OSError, TimeoutError
 TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError, *REDIS_DOWN)
 
 _slots: weakref.WeakKeyDictionary[Channel, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def cancel_key(prefix: str, message_id: int) -> str:
-    """Set by `hub cancel` (``delivery.cancel``); a sender checks it before every hand-off."""
-    return f"{prefix}:cancelled:{message_id}"
 
 
 def concurrency(channel: Channel) -> int:
@@ -79,9 +76,31 @@ class SteadyPacer:
             except REDIS_DOWN:
                 await asyncio.sleep(1.0)
 
+    async def acquire(
+        self, rates: Sequence[Rate], lane: Lane = "bulk", *, max_pause: float | None = None
+    ) -> Any:
+        # Telegram paces with slots (acquire/release): a Redis restart here made its sends `failed`
+        # (benchmarks/chaos.py, docs/reliability.md).
+        while True:
+            try:
+                return await self.inner.acquire(rates, lane, max_pause=max_pause)
+            except REDIS_DOWN:
+                await asyncio.sleep(1.0)
+
+    async def release(self, permit: Any) -> None:
+        with contextlib.suppress(*REDIS_DOWN):  # the slot frees itself after its lease
+            await self.inner.release(permit)
+
     async def pause(self, key: str, seconds: float) -> None:
         with contextlib.suppress(*REDIS_DOWN):
             await self.inner.pause(key, seconds)
+
+    async def paused_for(self, key: str) -> float:
+        """No pause known while Redis is down (the SMS circuit asks; a raise made the send `failed`)."""
+        try:
+            return float(await self.inner.paused_for(key))
+        except REDIS_DOWN:
+            return 0.0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -98,6 +117,9 @@ class _Lease:
         self.margin = self.seconds / 3
         self.deadline = started + self.seconds - self.margin
         self.lost = False
+        #: Set just before the batch's last write, which also drops the claim row: a renewal that then
+        #: finds no claim is that write's doing, not a lost lease.
+        self.finishing = False
         self.renewed = asyncio.Event()
         self.stopping = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -135,6 +157,8 @@ class _Lease:
                 failing = True
                 continue
             failing = False
+            if not held and self.finishing:
+                return
             if not held:
                 log.warning("claim_lost", claim=self.token[:8], hint="lease ran out; another worker may send")
                 self.lost = True
@@ -166,6 +190,8 @@ class Batch:
         self.buffer: list[tuple[int, Outcome]] = []
         self.counts: dict[str, int] = defaultdict(int)
         self.cancelled: set[int] = set()
+        #: The claim row was dropped by the last outcome write (``flush(finish=True)``).
+        self.finished = False
         self.last_flush = time.monotonic()
         self.pacer = SteadyPacer(hub.pacer)
 
@@ -192,7 +218,7 @@ class Batch:
                 self.buffer.append((item.delivery_id, outcome))
                 if time.monotonic() - self.last_flush > self.q.flush_seconds:
                     await self.flush()
-            await self.flush()
+            await self.flush(finish=True)  # all sent: the last write drops the claim as well
         finally:
             await self._settle(unsent, stopped)
         return dict(self.counts)
@@ -208,10 +234,8 @@ class Batch:
     async def _cancelled(self, message_id: int | None) -> bool:
         if message_id is None:
             return False
-        try:
-            hit = bool(await self.hub.redis.exists(cancel_key(self.hub.queue.prefix, message_id)))
-        except REDIS_DOWN:
-            return False  # the database flag is read at every flush
+        # Redis down: "not cancelled" here; the database flag is read at every flush.
+        hit = await cancel_watch(self.hub).cancelled(message_id)
         if hit:
             self.cancelled.add(message_id)
         return hit
@@ -219,6 +243,7 @@ class Batch:
     async def _send_one(self, item: Outbound) -> Outcome:
         """The adapter's outcome for one delivery; whatever it raises becomes the outcome instead."""
         outcome: Outcome | None = None
+        began = time.perf_counter()
         try:
             async for delivery_id, said in self.channel.send([item], self.pacer):
                 if delivery_id == item.delivery_id:
@@ -239,6 +264,9 @@ class Batch:
         if outcome is None:
             log.warning("adapter_said_nothing", channel=self.name, delivery_id=item.delivery_id)
             outcome = RetryLater("the adapter said nothing about this send")
+        metrics.send_took(self.name, time.perf_counter() - began)
+        if isinstance(outcome, RetryLater) and outcome.provider:
+            metrics.pushback(self.name, outcome.reason, outcome.delay)
         if outcome.__class__.__name__ != "Sent":
             log.info(
                 "delivery_outcome",
@@ -249,11 +277,15 @@ class Batch:
             )
         return outcome
 
-    async def flush(self) -> None:
-        """Write the buffered outcomes; a failed write is tried again (the sends never are)."""
+    async def flush(self, *, finish: bool = False) -> None:
+        """Write the buffered outcomes; a failed write is tried again (the sends never are).
+
+        ``finish``: nothing is left to send; the same transaction drops the claim (``claim.finish``).
+        """
         self.last_flush = time.monotonic()
         if not self.buffer:
             return
+        self.lease.finishing = finish
         failing, pause = False, 0.2
         while True:
             try:
@@ -264,6 +296,7 @@ class Batch:
                     self.claimed.attempts,
                     self.claimed.deadlines,
                     self.claimed.messages,
+                    finish=finish,
                 )
                 break
             except IntegrityError:
@@ -283,9 +316,11 @@ class Batch:
         if failing:
             log.info("outcomes_written_again", claim=self.claimed.token[:8], outcomes=len(self.buffer))
         self.buffer = []
+        self.finished = finish
         self.last_flush = time.monotonic()
         for state, n in recorded.counts.items():
             self.counts[state] += n
+        metrics.deliveries(self.name, self.claimed.items[0].lane, recorded.counts)
         self.cancelled |= recorded.cancelled
         if recorded.retry:
             with contextlib.suppress(*REDIS_DOWN):  # else the reconciler queues them once Redis answers
@@ -306,13 +341,15 @@ class Batch:
                 await self._hand_back(unsent, stopped)
         finally:
             await self.lease.stop()
-        await finish(self.hub, token)
+        if not self.finished:
+            await finish(self.hub, token)
 
     async def _hand_back(self, unsent: list[int], stopped: str) -> None:
         token = self.claimed.token
         if stopped == "cancelled" or (not stopped and self.cancelled):
             skipped = await skip_unsent(self.hub, token, unsent, "message cancelled")
             self.counts["skipped"] += skipped
+            metrics.deliveries(self.name, self.claimed.items[0].lane, {"skipped": skipped})
             log.info("batch_stopped_cancelled", channel=self.name, skipped=skipped)
             return
         released = await release(self.hub, token, unsent, f"not sent: {stopped or 'worker stopping'}")

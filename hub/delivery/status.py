@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -10,9 +12,9 @@ from sqlalchemy import func as sql_func
 
 from hub.clock import utcnow
 from hub.context import Hub
+from hub.delivery.cancels import CANCEL_FRESH, cancel_key
 from hub.delivery.claim import live_claim
 from hub.delivery.retention import kept_counts
-from hub.delivery.sender import cancel_key
 from hub.delivery.states import PENDING, STATES, deliveries
 from hub.logs import log
 from hub.queue import REDIS_DOWN
@@ -79,9 +81,11 @@ async def cancel(hub: Hub, message_id: int, reason: str = "message cancelled") -
     worker (docs/design.md, "Cancel"). Rows stuck in ``sending`` under a dead claim are skipped here.
     """
     now = utcnow()
+    key_set: float | None = None
     if hub.redis is not None:
         try:
             await hub.redis.set(cancel_key(hub.queue.prefix, message_id), "1", ex=7 * 86400)
+            key_set = time.monotonic()
         except REDIS_DOWN:
             log.warning("cancel_redis_down", message_id=message_id, hint="workers stop at their next flush")
     async with hub.db.transaction() as session:
@@ -107,6 +111,8 @@ async def cancel(hub: Hub, message_id: int, reason: str = "message cancelled") -
             )
             .values(state="skipped", error=reason, updated_at=now)
         )
+    if key_set is not None:  # senders trust a read of the key this long (hub.delivery.cancels.CancelWatch)
+        await asyncio.sleep(max(0.0, key_set + CANCEL_FRESH - time.monotonic()))
     return int(result.rowcount or 0) + int(stuck.rowcount or 0)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from hub.logs import log
 from hub.settings import HubSection, SettingsError
 from hub.store.models import KeyValue
+from hub.store.writegate import Gates
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 KEY_FILE_HEADER = (
@@ -84,10 +85,29 @@ def _add_to_key_file(path: Path, key: str) -> None:
         write_key_file(path, [*keys, key])
 
 
-class Database:
-    """One engine per process; ``schema`` isolates a PostgreSQL test run in its own schema."""
+#: Connections kept beyond one per job: the reconciler, a planner, API requests, lease renewals.
+SPARE_CONNECTIONS = 4
 
-    def __init__(self, url: str, *, echo: bool = False, schema: str | None = None) -> None:
+
+def pool_sizes(jobs: int) -> dict[str, int]:
+    """A pool that keeps a connection for every job a process runs at once, and a few more.
+
+    SQLAlchemy's default (5 kept, 10 overflow) closes every connection beyond the fifth when it is given
+    back: with 20 jobs that opened and closed connections all the time (an aiosqlite connection is a
+    thread, a PostgreSQL one a server process). Overflow up to one more per job covers a job that holds
+    two at once (a flush while its lease is renewed); those few are the only ones ever closed.
+    """
+    return {"pool_size": jobs + SPARE_CONNECTIONS, "max_overflow": jobs}
+
+
+class Database:
+    """One engine per process; ``schema`` isolates a PostgreSQL test run in its own schema.
+
+    ``jobs``: how many jobs this process runs at once (``queue.urgent_jobs + queue.bulk_jobs``); the
+    connection pool keeps that many connections open (``pool_sizes``).
+    """
+
+    def __init__(self, url: str, *, echo: bool = False, schema: str | None = None, jobs: int = 20) -> None:
         self.url = url
         self.schema = schema
         parsed = make_url(url)
@@ -99,11 +119,15 @@ class Database:
         elif schema:
             kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         if self.dialect == "postgresql":
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            kwargs.update(pool_sizes(jobs), pool_pre_ping=True)
+        elif parsed.database not in (None, "", ":memory:") and "mode=memory" not in str(parsed):
+            kwargs.update(pool_sizes(jobs))  # a file; an in-memory database has one connection
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        #: SQLite: this process's write transactions wait in line, urgent lane first (hub.store.writegate).
+        self.write_gates = Gates() if self.dialect == "sqlite" else None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -112,6 +136,10 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
+        if self.write_gates is not None:
+            async with self.write_gates.get().held(), self.sessions() as session, session.begin():
+                yield session
+            return
         async with self.sessions() as session, session.begin():
             yield session
 

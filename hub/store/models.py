@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -231,6 +232,8 @@ class Message(Base):
     """One thing to say to an audience; rendered once per channel and locale before anything is sent."""
 
     __tablename__ = "messages"
+    #: The reconciler's scheduled and planning messages, without reading every message.
+    __table_args__ = (Index("ix_messages_state_send_at", "state", "send_at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     #: announcement | correction | applicant | confirmation | reply
     kind: Mapped[str] = mapped_column(String(16))
@@ -286,9 +289,31 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("message_id", "endpoint_id", name="uq_delivery"),
         Index("ix_deliveries_due", "state", "next_attempt_at"),
-        Index("ix_deliveries_claim", "claim"),
+        #: Partial: a row gets its claim after it is planned, so planning inserts no entry here.
+        Index(
+            "ix_deliveries_claim",
+            "claim",
+            postgresql_where=text("claim IS NOT NULL"),
+            sqlite_where=text("claim IS NOT NULL"),
+        ),
         #: The console's progress per channel and state, and "anything pending?", from the index alone.
         Index("ix_deliveries_message_state", "message_id", "state", "channel"),
+        #: Pending rows only, by lane: the oldest due per lane in one descent (``hub.metrics``).
+        Index(
+            "ix_deliveries_lane_pending",
+            "lane",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('queued', 'retrying')"),
+            sqlite_where=text("state IN ('queued', 'retrying')"),
+        ),
+        #: Pending rows by when they were enqueued: the reconciler's lost enqueues without reading the rest.
+        Index(
+            "ix_deliveries_pending_enqueued",
+            "enqueued_at",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('queued', 'retrying')"),
+            sqlite_where=text("state IN ('queued', 'retrying')"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
@@ -325,6 +350,9 @@ class Claim(Base):
     #: The reconciler queued this dead claim's rows again (once).
     requeued: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: When the reconciler last queued its rows again: rows still ``sending`` under it
+    #: ``stale_after_seconds`` later were lost with their job (a Redis restart) and are queued again.
+    requeued_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ApiKey(Base):
@@ -501,6 +529,11 @@ class RelayAck(Base):
 
 
 #: A Matrix reaction names the hub's event: its delivery is found by the provider's id (``hub.relays``).
-Index("ix_deliveries_provider_id", Delivery.provider_id)
+Index(
+    "ix_deliveries_provider_id",
+    Delivery.provider_id,
+    postgresql_where=text("provider_id IS NOT NULL"),
+    sqlite_where=text("provider_id IS NOT NULL"),
+)
 #: The reconciler's relay reminders start from the (few) relay endpoints.
 Index("ix_endpoints_relay_office_id", Endpoint.relay_office_id)

@@ -248,7 +248,7 @@ def _pings(client: redis_sync.Redis) -> bool:
 def test_with_redis_down_the_api_accepts_updates_and_sends_them_when_redis_returns(
     deployment: Deployment,
 ) -> None:
-    """Redis stops under a running `hub run`: /healthz says what is down (503), an applicant update is
+    """Redis stops under a running `hub run`: /readyz says what is down (503), an applicant update is
     accepted (never a 500), and once Redis is back the hub sends it by itself, once."""
     port = free_port()
     redis_proc = _redis_server(port)
@@ -270,7 +270,7 @@ def test_with_redis_down_the_api_accepts_updates_and_sends_them_when_redis_retur
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
 
-        health = deployment.api.get("/healthz")
+        health = deployment.api.get("/readyz")
         assert health.status_code == 503 and health.headers["Retry-After"]
         assert (health.json()["database"], health.json()["redis"]) == ("ok", "down")
         update = deployment.api.post(
@@ -284,7 +284,7 @@ def test_with_redis_down_the_api_accepts_updates_and_sends_them_when_redis_retur
         deployment.wait_for(
             lambda: deployment.mailbox.to("pemohon@mail.example.com"), 90, "the update's email", hub
         )
-        assert deployment.api.get("/healthz").status_code == 200
+        assert deployment.api.get("/readyz").status_code == 200
         time.sleep(2)
         assert len(deployment.mailbox.to("pemohon@mail.example.com")) == 1
     finally:

@@ -263,6 +263,11 @@ class FakeTelegram:
         self.webhook_deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status or 0 on error)
         self._forced: list[tuple[str | None, str, ApiError, list[int]]] = []
         self._storm: tuple[str, float, int | None] | None = None  # (method, ends at, fixed retry_after)
+        self._outage: tuple[str, float, int] | None = None  # (method, ends at, HTTP status)
+        #: Every 429 answered: (answered at, until), ``time.monotonic()``; the bot is held until then.
+        self.holds: list[tuple[float, float]] = []
+        #: sendMessage calls that arrived while a 429 held the bot: (arrived at, 429 answered at, until).
+        self.early: list[tuple[float, float, float]] = []
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -511,6 +516,27 @@ class FakeTelegram:
             self._storm = (method.lower(), start + seconds, retry_after)
         return start, start + seconds
 
+    def outage(self, seconds: float, *, code: int = 503, method: str = "sendMessage") -> None:
+        """For the next ``seconds`` every ``method`` call is answered ``code`` (502/503/504: Telegram's
+        own trouble, as during its outages), before the call is counted or a message kept."""
+        with self._lock:
+            self._outage = (method.lower(), time.monotonic() + seconds, code)
+
+    def violations(self, grace: float = 0.0) -> list[tuple[float, float, float]]:
+        """sendMessage calls that came more than ``grace`` seconds after a 429 and before its
+        ``retry_after`` ran out: (arrived at, 429 answered at, until). ``grace`` spares the calls already
+        under way when the 429 was answered (another worker's, or a task that had its turn already)."""
+        with self._lock:
+            return [e for e in self.early if e[0] - e[1] > grace]
+
+    def _note_arrival(self, now: float) -> None:
+        """Called with the lock held: a sendMessage arriving inside a hold is recorded as early."""
+        self.holds = [h for h in self.holds if h[1] > now - 60]
+        for answered, until in self.holds:
+            if answered < now < until:
+                self.early.append((now, answered, until))
+                return
+
     # ------------------------------------------------------------------------------------ reading results
 
     def messages(self, chat_id: int | str | None = None) -> list[SentMessage]:
@@ -706,6 +732,8 @@ class FakeTelegram:
             return self._error_response(method, exc)
         with self._lock:
             self.calls.append((method, params))
+            if method.lower() == "sendmessage":
+                self._note_arrival(time.monotonic())
         handler: Callable[[dict[str, Any]], Any] | None = getattr(self, f"_m_{method.lower()}", None)
         if handler is None:
             return self._error_response(method, ApiError(404, "Not Found"))
@@ -751,10 +779,20 @@ class FakeTelegram:
             self.errors.append((method, exc.code, exc.description))
             if exc.code == 429:
                 self.too_many_requests += 1
+                wait = (exc.parameters or {}).get("retry_after")
+                if wait:
+                    now = time.monotonic()
+                    self.holds.append((now, now + float(wait)))
         return web.json_response(body, status=exc.code)
 
     def _check_forced(self, method: str, params: dict[str, Any]) -> None:
         with self._lock:
+            outage = self._outage
+            if outage is not None and outage[0] == method.lower() and outage[1] > time.monotonic():
+                code = outage[2]
+                raise ApiError(
+                    code, {502: "Bad Gateway", 504: "Gateway Timeout"}.get(code, "Service Unavailable")
+                )
             if self._storm is not None and self._storm[0] == method.lower():
                 left = self._storm[1] - time.monotonic()
                 if left > 0:

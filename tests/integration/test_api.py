@@ -361,7 +361,7 @@ class _DeadRedis:
 
 
 async def test_with_redis_down_updates_are_accepted_and_sent_once_when_it_returns(hub, api, mailbox):
-    """Redis stops: /healthz says so (503), an applicant update is still accepted (the database is the
+    """Redis stops: /readyz says so (503), an applicant update is still accepted (the database is the
     truth), the intake system's retry with the same key is answered from the record, and once Redis is
     back the reconciler queues the update: exactly one email."""
     intake = {**await _key(hub), "Idempotency-Key": "update-1"}
@@ -374,11 +374,11 @@ async def test_with_redis_down_updates_are_accepted_and_sent_once_when_it_return
         },
         headers=await _key(hub),
     )
-    assert (await api.get("/healthz")).status_code == 200
+    assert (await api.get("/readyz")).status_code == 200
     real = hub.redis
     hub.redis = _DeadRedis()
     try:
-        health = await api.get("/healthz")
+        health = await api.get("/readyz")
         assert health.status_code == 503 and health.headers["Retry-After"]
         assert {k: health.json()[k] for k in ("database", "redis")} == {"database": "ok", "redis": "down"}
         body = {"status": "ready", "pickup_place": "loket 3"}

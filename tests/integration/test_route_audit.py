@@ -24,7 +24,9 @@ from hub.store.models import Subscription
 
 #: (method, path) -> why it is public. Methods as the app declares them; HEAD follows GET.
 PUBLIC: dict[tuple[str, str], str] = {
-    ("GET", "/healthz"): "read-only liveness for load balancers; says ok/down and channel names",
+    ("GET", "/healthz"): "read-only liveness for load balancers; says ok and channel names",
+    ("GET", "/readyz"): "read-only readiness: ok/down for the database, Redis and migrations, no detail kept",
+    ("GET", "/metrics"): "read-only Prometheus counts by channel and lane; no address, no content",
     ("GET", "/openapi.json"): "read-only API description",
     ("GET", "/docs"): "read-only API documentation page",
     ("GET", "/docs/oauth2-redirect"): "static page of the documentation UI",
