@@ -26,19 +26,9 @@ from typing import Any
 from benchmarks import page
 from benchmarks.common import PG_URL, REDIS_ENV, REDIS_URL, ROOT, machine
 
-#: The spine first, then the channels; every one writes a ``Result`` (``--json-out``) through common.cli.
-BENCHMARKS = (
-    "pipeline",
-    "email",
-    "lanes",
-    "planning",
-    "metrics",
-    "telegram",
-    "matrix",
-    "sms",
-    "console",
-    "public",
-)
+#: Every benchmark in the page's order but ``hosts``, which needs root for its network namespaces and runs
+#: by itself (docs/hosts.md); each writes a ``Result`` (``--json-out``) through common.cli.
+BENCHMARKS = tuple(name for name in page.ORDER if name != "hosts")
 #: These measure SQLite and PostgreSQL in one run (their rows name the store); the others run once per store.
 BOTH_IN_ONE = ("console", "public")
 #: These run on PostgreSQL only (metrics builds its 10,000,000 rows with generate_series).

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from benchmarks.common import (
     quiet_logs,
     store_kind,
 )
+from benchmarks.workers import ServedProcess
 
 AIM_MS = 200.0
 PG_URL = os.environ.get("HUB_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -198,40 +198,14 @@ def serve(spec: dict[str, Any]) -> None:
     asyncio.run(main())
 
 
-class Server:
-    def __init__(self, ov: dict[str, Any], *, jit_off: bool = False) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.spec = {"overrides": ov, "port": self.port, "jit_off": jit_off}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Server:
-        import httpx
-
-        cmd = [sys.executable, "-m", "benchmarks.console", "--serve", json.dumps(self.spec)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the hub's server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("the hub's server did not answer /healthz within 60 s")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def server_process(ov: dict[str, Any], *, jit_off: bool = False) -> ServedProcess:
+    """The hub's console and API in a process of their own (``--serve``), with a benchmark-only route."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = {"overrides": ov, "port": port, "jit_off": jit_off}
+    cmd = [sys.executable, "-m", "benchmarks.console", "--serve", json.dumps(spec)]
+    return ServedProcess(cmd, port, what="the hub's server")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -340,7 +314,7 @@ def one_database(args: argparse.Namespace, which: str) -> tuple[dict[str, Any], 
         ov["redis"]["url"] = REDIS_URL
         info["audience_count_s"] = asyncio.run(_count_audience(ov))
         print(f"   {which}: loaded ({info}); serving …", flush=True)
-        with Server(ov, jit_off=args.pg_jit_off) as server:
+        with server_process(ov, jit_off=args.pg_jit_off) as server:
             figures = asyncio.run(_measure(ov, server.port, info, args.requests, args.budget))
         return info, figures
     finally:

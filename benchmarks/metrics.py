@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.common import Result, Row
+from benchmarks.workers import ServedProcess
 
 AIM_MS = 50.0
 LANES = ("urgent", "bulk")
@@ -75,42 +75,12 @@ def _settings_file(folder: Path, url: str, schema: str, ttl: float) -> Path:
     return path
 
 
-class Api:
+def api(settings: Path) -> ServedProcess:
     """The hub's API alone in its own process (as ``tests/deployed`` starts the API service)."""
-
-    def __init__(self, settings: Path) -> None:
-        self.port = _free_port()
-        self.settings = settings
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Api:
-        import httpx
-
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "hub.api.app:create_app"]
-        cmd += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
-        env = {**os.environ, "HUB_SETTINGS": str(self.settings)}
-        self.proc = subprocess.Popen(cmd, cwd=common.ROOT, env=env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the API exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("the API did not answer /healthz within 60 s")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    port = _free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "hub.api.app:create_app"]
+    cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    return ServedProcess(cmd, port, env={**os.environ, "HUB_SETTINGS": str(settings)}, what="the API")
 
 
 def _timed(client: Any, path: str, n: int) -> list[float]:
@@ -186,7 +156,7 @@ def run(args: argparse.Namespace) -> Result:
             built = time.perf_counter() - started
         with tempfile.TemporaryDirectory(prefix="hub-bench-metrics-") as tmp:
             settings = _settings_file(Path(tmp), database, schema, 0)
-            with Api(settings) as api, httpx.Client(base_url=f"http://127.0.0.1:{api.port}") as client:
+            with api(settings) as server, httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
                 scrape = _timed(client, "/metrics", args.requests)
                 health = _timed(client, "/healthz", args.requests)
                 ready = _timed(client, "/readyz", max(20, args.requests // 10))

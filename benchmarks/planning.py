@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> Result:
             "one INSERT…SELECT of the audience into a copy with the unique index only",
         )
     ratio = out["total"] / ceiling
+    shaped = out["floor"] is not None
     rows = [
         Row(
             metric=f"plan {args.size:,} deliveries (plan_chunk + enqueue)",
@@ -206,9 +207,10 @@ def run(args: argparse.Namespace) -> Result:
             ceiling=ceiling,
             ceiling_what=what,
             ratio=ratio,
-            aim=f"< {aim_s:g} s and ≤ {AIM_RATIO:g}× ceiling",
-            vs_aim=min(aim_s / out["total"], AIM_RATIO / ratio),
-            met=out["total"] < aim_s and ratio <= AIM_RATIO,
+            # Issue 12 sets the ratio for the shaped ceiling (1,000,000); a province is held to time only.
+            aim=f"< {aim_s:g} s and ≤ {AIM_RATIO:g}× ceiling" if shaped else f"< {aim_s:g} s",
+            vs_aim=min(aim_s / out["total"], AIM_RATIO / ratio) if shaped else aim_s / out["total"],
+            met=out["total"] < aim_s and (ratio <= AIM_RATIO or not shaped),
         ),
         Row(
             metric="peak RSS of the timed run (getrusage maxrss)",

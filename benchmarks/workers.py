@@ -8,11 +8,12 @@ import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import make_settings, quiet_logs, resolve
+from benchmarks.common import ROOT, make_settings, quiet_logs, resolve
 
 
 def _hub_process(
@@ -197,3 +198,38 @@ def profile_summary(files: list[Path], limit: int = 25) -> str:
     stats.sort_stats("tottime").print_stats(limit)
     stats.sort_stats("cumulative").print_stats(limit)
     return out.getvalue()
+
+
+class ServedProcess:
+    """An HTTP server in a process of its own (the hub's API, a benchmark's server), up once ``/healthz``
+    answers 200, terminated on exit."""
+
+    def __init__(self, cmd: list[str], port: int, *, env: dict[str, str] | None = None, what: str) -> None:
+        self.cmd, self.port, self.env, self.what = cmd, port, env, what
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServedProcess:
+        import httpx
+
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.what} exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError(f"{self.what} did not answer /healthz within 60 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, select, update
@@ -42,7 +42,8 @@ async def due_for_requeue(
         # Held by a dead worker's claim (its lease ran out): each such batch once (claims.requeued).
         dead = await dead_claims(session, now, redis_lost=redis_lost, again=stale)
     pick = select(deliveries.c.id)
-    if redis_lost:  # every due row
+    if redis_lost:  # every due row; the deferred jobs of the others are gone too
+        await _forget_enqueues(hub, now)
         wanted = [pick.where(due).order_by(deliveries.c.id)]
     else:
         # Never enqueued, or enqueued long ago (a lost enqueue): along the pending rows' index by
@@ -79,6 +80,21 @@ async def due_for_requeue(
         for (lane, channel), ids in grouped.items()
         for i in range(0, len(ids), size)
     ]
+
+
+async def _forget_enqueues(hub: Hub, now: datetime) -> None:
+    """Redis lost its data, and with it the deferred jobs of rows not yet due (a retry's due time).
+
+    Marked never enqueued, each is queued by the pass for never-enqueued rows once it is due, instead of
+    ``stale_after_seconds`` after its last enqueue (seen in the chaos soak: SMS rows cooling off).
+    """
+    later = select(deliveries.c.id).where(
+        PENDING_LITERAL, deliveries.c.next_attempt_at > now, deliveries.c.enqueued_at.is_not(None)
+    )
+    if hub.db.dialect == "postgresql":
+        later = later.with_for_update(skip_locked=True)
+    async with hub.db.transaction() as session:
+        await session.execute(update(deliveries).where(deliveries.c.id.in_(later)).values(enqueued_at=None))
 
 
 async def messages_to_plan(hub: Hub) -> list[tuple[int, str, bool]]:

@@ -94,10 +94,12 @@ def pool_sizes(jobs: int) -> dict[str, int]:
 
     SQLAlchemy's default (5 kept, 10 overflow) closes every connection beyond the fifth when it is given
     back: with 20 jobs that opened and closed connections all the time (an aiosqlite connection is a
-    thread, a PostgreSQL one a server process). Overflow up to one more per job covers a job that holds
-    two at once (a flush while its lease is renewed); those few are the only ones ever closed.
+    thread, a PostgreSQL one a server process). A few overflow connections cover a job that holds two at
+    once (a flush while its lease is renewed); those are the only ones ever closed. The overflow stays
+    small because every process's ceiling counts against PostgreSQL's ``max_connections``
+    (docs/deploy.md): at the defaults a process opens at most 28.
     """
-    return {"pool_size": jobs + SPARE_CONNECTIONS, "max_overflow": jobs}
+    return {"pool_size": jobs + SPARE_CONNECTIONS, "max_overflow": SPARE_CONNECTIONS}
 
 
 class Database:

@@ -29,7 +29,8 @@ def test_scheduled_announcement_starts_on_time_whatever_the_reconcile_interval(
     data = deployment.workdir / "data.json"
     data.write_text(json.dumps({"title": "Libur", "text": "Kantor tutup besok."}), encoding="utf-8")
     worker = deployment.start_worker()
-    at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    # Room for the CLI's start on a loaded machine (a full suite beside a soak took over 6 s).
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=12)
     if not 5 <= at.second <= 55:
         # The reconciler runs at second 0 of each minute here: keep clear of it, so only the plan job
         # queued for the send time can start the message on time.
