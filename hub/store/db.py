@@ -166,15 +166,6 @@ class Database:
 
             await conn.run_sync(upgrade)
 
-    async def secret_key(self, configured: str = "") -> bytes:
-        """The key from settings, else one an older release kept in the database, else ``b""``.
-
-        Kept for callers from before the key file; it reads and never creates. Use ``keyring``.
-        """
-        if configured:
-            return configured.encode()
-        return (await self._stored_key() or "").encode()
-
     async def keyring(self, hub: HubSection, *, create: bool = False) -> Keyring:
         """The deployment key and the previous ones, from settings and the key file (never the database).
 
