@@ -224,11 +224,19 @@ async def test_requeue_and_reconcile_read_only_pending_rows(scale_hub: Hub) -> N
         ]
         assert read, summary([s])
         assert sum(n["Actual Rows"] for n in read) <= stale + 100, (stale, read)
-    # Redis lost its data: every due pending row is queued again (recovery, not the steady state).
+    # Redis lost its data: every due pending row is queued again (recovery, not the steady state). Taking
+    # back every `sending` row without a live claim reads all of them along ix_deliveries_due; its cost
+    # estimate follows how many the sample saw (6,876 against a 2% bound of 6,442 in one CI run, under it
+    # in another), so this once-per-outage pass gets the 5% a planning page gets.
     with capture(hub) as sent:
         await due_for_requeue(hub, redis_lost=True)
     await check(
-        hub, sent, "requeue (Redis lost its data)", rows=DELIVERIES / 100, pending_wide=("SET enqueued_at",)
+        hub,
+        sent,
+        "requeue (Redis lost its data)",
+        rows=DELIVERIES / 100,
+        share=0.05,
+        pending_wide=("SET enqueued_at",),
     )
 
 
