@@ -166,6 +166,16 @@ def queue_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def toml_value(value: str) -> Any:
+    """``"100"`` -> 100, ``"0.05"`` -> 0.05 (settings files are TOML); anything else stays a string."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def cli(
     run: Callable[[argparse.Namespace], Result],
     build: Callable[[], argparse.ArgumentParser],

@@ -79,8 +79,9 @@ _installed = False
 def install_tracer() -> None:
     """Time the urgent lane's plan and send jobs; each job's times go to Redis when it ends.
 
-    ``hub.delivery.jobs`` calls ``claim``/``plan_chunk`` and ``sender`` calls ``record`` by their module
-    names, and ``build_workers`` reads the job functions when the worker is built (after ``channels()``).
+    ``hub.delivery.jobs`` calls ``claim``, ``hub.delivery.plan`` calls ``plan_chunk`` and ``sender`` calls
+    ``record`` by their module names, and ``build_workers`` reads the job functions when the worker is
+    built (after ``channels()``).
     """
     global _installed
     if _installed:
@@ -139,7 +140,7 @@ def install_tracer() -> None:
         setattr(owner, name, traced)
 
     from hub import audience
-    from hub.delivery import retention
+    from hub.delivery import plan, retention
 
     reconcile = sys.modules["hub.delivery.reconcile"]  # the package exports a function of that name
     span(jobs, "reconcile")
@@ -149,7 +150,7 @@ def install_tracer() -> None:
     span(audience, "refresh_if_due")
     jobs.plan_message = job(jobs.plan_message, "plan")
     jobs.send_batch = job(jobs.send_batch, "send")
-    step(jobs, "plan_chunk", "planned")
+    step(plan, "plan_chunk", "planned")
     step(jobs, "claim", "claimed")
     step(sender, "record", "recorded")
 

@@ -29,6 +29,7 @@ ORDER = (
     "telegram",
     "matrix",
     "sms",
+    "whatsapp",
     "console",
     "public",
 )

@@ -178,6 +178,24 @@ def worker_cpu(pids: list[int]) -> float:
     return total
 
 
+def postgres_cpu() -> float | None:
+    """CPU seconds the PostgreSQL server processes of this machine have used so far (None: none seen).
+
+    All of them: another client of the same server in the same seconds counts too.
+    """
+    import psutil
+
+    total, seen = 0.0, False
+    for proc in psutil.process_iter(["name"]):
+        if (proc.info["name"] or "").startswith("postgres"):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:  # ended meanwhile, or not ours to read
+                continue
+            total, seen = total + times.user + times.system, True
+    return total if seen else None
+
+
 async def _hub_run(args: argparse.Namespace, ov: dict[str, Any], scratch: Path) -> dict[str, Any]:
     hub = await start_hub(ov, CHANNELS)
     try:
@@ -193,12 +211,14 @@ async def _hub_run(args: argparse.Namespace, ov: dict[str, Any], scratch: Path) 
 
             pids = [proc.pid for proc in workers.procs]
             cpu0 = worker_cpu(pids)
+            server0 = postgres_cpu() if hub.db.dialect == "postgresql" else None
             start = utcnow()
             t0 = time.perf_counter()
             message_id = await publish_free_text(hub)
             status = await wait_done(hub, message_id, args.count, timeout=args.timeout, label="pipeline")
             wall = time.perf_counter() - t0
             cpu = worker_cpu(pids) - cpu0
+            server1 = postgres_cpu() if server0 is not None else None
             end = await last_sent_at(hub, message_id)
         return {
             "setup": setup,
@@ -206,6 +226,7 @@ async def _hub_run(args: argparse.Namespace, ov: dict[str, Any], scratch: Path) 
             "elapsed": (end - start).total_seconds(),
             "totals": status["totals"],
             "worker_cpu": cpu,
+            "server_cpu": server1 - server0 if server0 is not None and server1 is not None else None,
             "profile": profile_summary(workers.profile_files()),
             "breakdown": workers.breakdown(),
         }
@@ -282,6 +303,13 @@ def run(args: argparse.Namespace) -> Result:
         f"hub worker CPU {hub['worker_cpu']:.1f} s = {hub['worker_cpu'] / args.count * 1e6:.0f} µs per "
         "delivery (user + system, all threads of the worker processes, publish → done)"
     )
+    if hub["server_cpu"] is not None:
+        server = hub["server_cpu"]
+        result.notes.append(
+            f"PostgreSQL server CPU {server:.1f} s = {server / args.count * 1e6:.0f} µs "
+            "per delivery (every postgres process of this machine, publish → done; the server shares the "
+            "machine's cores with the worker)"
+        )
     if hub["breakdown"]:
         result.notes.append(
             "worker time by step (summed wall time of awaited calls, overlapping): "

@@ -49,6 +49,7 @@ from benchmarks.common import (
     queue_overrides,
     set_sequences,
     store_for,
+    toml_value,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -547,16 +548,6 @@ def _case_note(label: str, r: dict[str, Any]) -> str:
     )
 
 
-def _number(value: str) -> Any:
-    """``"100"`` -> 100, ``"0.05"`` -> 0.05 (the settings file is TOML); anything else stays a string."""
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
 def run(args: argparse.Namespace) -> Result:
     args.chats = args.chats or (300 if args.quick else 2000)
     args.paid_chats = args.paid_chats or (2000 if args.quick else 5000)
@@ -565,7 +556,7 @@ def run(args: argparse.Namespace) -> Result:
 
     interval_ms = round(_rate("k", 30, 1.0, args.margin).period * 1000)
     queue = {"poll_delay": 0.01, "lease_seconds": 30}
-    queue.update((k, _number(v)) for k, v in queue_overrides(args.queue).items())
+    queue.update((k, toml_value(v)) for k, v in queue_overrides(args.queue).items())
     results: dict[str, Any] = {"poll_delay": queue["poll_delay"]}
     with (
         tempfile.TemporaryDirectory(prefix="bench-telegram-") as tmp,

@@ -75,7 +75,7 @@ def _instrument() -> dict[str, list[float]]:
     """
     import functools
 
-    from hub.delivery import jobs, sender
+    from hub.delivery import jobs, plan, sender
     from hub.queue import Queue
 
     timings: dict[str, list[float]] = {}
@@ -100,7 +100,7 @@ def _instrument() -> dict[str, list[float]]:
     wrap(jobs, "claim", "delivery.claim")
     wrap(sender, "record", "delivery.record")
     wrap(sender, "renew_lease", "delivery.renew_lease")
-    wrap(jobs, "plan_chunk", "delivery.plan_chunk")
+    wrap(plan, "plan_chunk", "delivery.plan_chunk")  # plan_and_enqueue calls it there
     wrap(Queue, "send_many", "Queue.send_many")
     return timings
 

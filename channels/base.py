@@ -73,6 +73,10 @@ class Outbound:
     lane: Lane = "bulk"
     unsubscribe_url: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: What the message is (``announcement``, ``correction``, ``applicant``, ``confirmation``, ``reply``,
+    #: ...): a provider that treats business-initiated messages apart from answers (WhatsApp's templates
+    #: outside the customer-service window) chooses the form by it.
+    kind: str = ""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -91,18 +95,28 @@ class RetryLater:
     ``provider`` says the trouble is the provider's (flood control, a gateway or homeserver down), not
     the recipient's: the hub retries without spending one of the delivery's attempts. False (the
     default) keeps the old meaning: an attempt was spent on this recipient.
+
+    ``quota`` says the provider's allowance per moving window is used up (a messaging limit of so many
+    recipients per 24 h): nothing is broken, the send waits its turn, so the hub keeps retrying past
+    ``queue.retry_horizon_seconds`` until the message's valid-until. Use it with ``provider=True``.
     """
 
     reason: str
     delay: float | None = None
     provider: bool = False
+    quota: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RecipientGone:
-    """Blocked bot, left room, invalid number: the endpoint is deactivated and never tried again."""
+    """Blocked bot, left room, invalid number: the endpoint is deactivated and never tried again.
+
+    ``fallback`` names a channel to try once instead (WhatsApp's "undeliverable" to SMS): the hub sends
+    the same message there to the subscriber's endpoint with the same address, if it has one.
+    """
 
     reason: str
+    fallback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +228,10 @@ class Inbound:
     """Something a citizen, a group or a provider sent us, in channel-neutral terms.
 
     ``kind`` is ``command`` (``/jam``, ``!jam``, ``JAM``), ``button`` (``data`` holds the callback),
-    ``text`` (anything else), ``receipt`` (a delivery report for ``delivery_id``) or ``member`` (the bot
+    ``text`` (anything else), ``receipt`` (a delivery report for ``delivery_id``: delivered, read or failed,
+    in whatever order the provider sends them; or gone, a report that the address cannot be reached on
+    this channel, which deactivates the endpoint like ``RecipientGone`` and tries ``fallback`` once
+    instead) or ``member`` (the bot
     was added to or removed from a group: ``text`` is ``added`` or ``removed``) or ``reaction`` (someone
     reacted to the message whose provider id is ``reply_ref``; ``text`` is the reaction's key).
     ``address`` is where a reply goes; ``sender`` identifies the person who wrote.
@@ -235,10 +252,12 @@ class Inbound:
     data: str = ""
     locale: str = "id"
     delivery_id: int | None = None
-    receipt_status: Literal["delivered", "failed", ""] = ""
+    receipt_status: Literal["delivered", "read", "failed", "gone", ""] = ""
     receipt_token: str = ""
     reply_ref: str = ""
     sender_is_admin: bool | None = None
+    #: For a ``gone`` receipt: the channel to try once instead (as ``RecipientGone.fallback``).
+    fallback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +320,10 @@ class Capabilities:
     #: Only worker processes may open this adapter (it logs in to a session another process must not
     #: take over, such as a Matrix device); an API process never opens it.
     worker_only: bool = False
+    #: The provider lets a business write first only to people who opted in to it (WhatsApp's opt-in
+    #: rule): staff subscriptions and imports stay ``pending`` and send no confirmation; the citizen's
+    #: own subscribe command from the chat is the opt-in that confirms them.
+    opt_in_by_message: bool = False
 
 
 class Channel(ABC):
@@ -331,10 +354,15 @@ class Channel(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Close connections; called once at shutdown."""
 
-    def use_shared_limits(self, count: Callable[[str, str, int, float], Awaitable[bool]]) -> None:  # noqa: B027
-        """Optional hook: the hub's count shared by every process (Redis), for the adapter's inbound limits.
+    def use_shared_limits(self, count: Callable[..., Awaitable[bool]]) -> None:  # noqa: B027
+        """Optional hook: the hub's count shared by every process (Redis), for the adapter's own limits.
 
-        ``await count(name, key, limit, window_seconds)`` is True while ``key`` is within ``limit``.
+        ``await count(name, key, limit, window_seconds)`` records one event of ``key`` and is True while
+        ``key`` is within ``limit`` events per window. ``await count(name, key, limit, window_seconds,
+        member=m)`` counts distinct members instead: True when ``m`` is already in the window (its time
+        is refreshed) or fewer than ``limit`` members are (a provider's "unique recipients per moving
+        24 h"). ``await count.wait(...)`` with the same arguments counts nothing and returns the seconds
+        until it would be True (0.0: now). The hub keeps keyed hashes of ``key`` and ``m``, never them.
         """
 
     async def ready(self) -> bool:

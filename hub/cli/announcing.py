@@ -214,13 +214,19 @@ def status(
     states = [s for s in result["totals"] if result["totals"][s]] or ["queued"]
     title = f"message {message_id} ({result['kind']}): {result['progress']}"
     if result["progress"] == "done":
-        sent = result["totals"]["sent"] + result["totals"]["delivered"]
+        sent = sum(result["totals"][s] for s in ("sent", "delivered", "read"))
         title += f", {sent} of {result['total']} sent"
     table = Table("channel", *states, title=title)
     for channel, counts in result["channels"].items():
         table.add_row(channel, *(str(counts[s]) for s in states))
     table.add_row("[bold]total[/bold]", *(str(result["totals"][s]) for s in states))
     out.print(table)
+    for waiting in result["deferred"]:  # held back by a provider's limit or trouble: why, and until when
+        out.print(
+            f"{waiting['count']} waiting on {waiting['channel']}: {waiting['reason']} "
+            f"(next try {waiting['next_attempt_at']})",
+            markup=False,
+        )
 
 
 async def _watch(hub: Hub, message_id: int) -> None:

@@ -209,7 +209,7 @@ async def _progress(session: Any, hub: Hub, rows: list[Row]) -> None:
 
     A finished message's counts (phase done or cancelled: nothing pending) are kept in Redis for
     ``console.count_refresh_seconds``: the newest city-wide send holds 372k rows to group, and only a late
-    receipt (sent -> delivered) still changes them. Messages still sending are counted on every view.
+    receipt (sent -> delivered -> read) still changes them. Messages still sending are counted on every view.
     """
     by_message = {row.message_id: row for row in rows if row.message_id is not None}
     if not by_message:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import random
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,7 +16,8 @@ from arq.worker import Worker, func
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.delivery.claim import claim, finish
-from hub.delivery.plan import plan_chunk
+from hub.delivery.lane_worker import LaneWorker
+from hub.delivery.plan import plan_and_enqueue
 from hub.delivery.reconcile import reconcile
 from hub.delivery.sender import Batch
 from hub.delivery.status import unfinished
@@ -31,14 +31,7 @@ JOB_TIMEOUT = 600
 async def plan_message(ctx: dict[str, Any], message_id: int) -> int:
     hub: Hub = ctx["hub"]
     writegate.urgent.set(ctx.get("lane") == "urgent")  # SQLite: its writes go before the broadcast's
-    total = 0
-    while True:
-        chunk = await plan_chunk(hub, message_id, hub.channels)
-        if chunk.batches:
-            await hub.queue.send_many(chunk.lane, chunk.batches)
-        total += chunk.inserted
-        if chunk.done:
-            break
+    total = await plan_and_enqueue(hub, message_id)  # each page enqueued while the next is planned
     log.info("message_planned", message_id=message_id, deliveries=total)
     return total
 
@@ -61,24 +54,7 @@ async def send_batch(ctx: dict[str, Any], channel_name: str, delivery_ids: list[
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The worker process: one arq Worker per lane, sharing one event loop and one Hub
-
-
-class _Worker(Worker):
-    """arq's worker, trying the due jobs it read in random order instead of oldest first.
-
-    A job stays in the queue while it runs, so every worker's poll reads the jobs all workers are running
-    at the head of the queue and checks each again (three Redis round trips) before it reaches a free
-    one: with 8 worker processes of 10 jobs that was up to 80 checks per poll per lane, and worker CPU per
-    delivery doubled from 1 to 8 workers. In random order a free job comes after a few checks whatever the
-    number of workers. Every job read is due; the order replies must keep is the database's
-    (``hub.delivery.order``), not the queue's.
-    """
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        job_ids = list(job_ids)
-        random.shuffle(job_ids)
-        await super().start_jobs(job_ids)
+# The worker process: one arq Worker per lane (hub.delivery.lane_worker), sharing one event loop and one Hub
 
 
 def build_workers(
@@ -107,7 +83,7 @@ def build_workers(
                 )
             ]
         workers.append(
-            _Worker(
+            LaneWorker(
                 functions=functions,
                 cron_jobs=crons,
                 redis_pool=hub.redis,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +18,9 @@ from channels.base import Moved, Outcome, RecipientGone, Rejected, RetryLater, S
 from hub.clock import utcnow
 from hub.context import Hub
 from hub.delivery.claim import finish_statement
+from hub.delivery.fallback import fall_back
 from hub.delivery.states import deliveries
+from hub.store import writegate
 from hub.store.models import (
     Delivery,
     Endpoint,
@@ -40,6 +44,11 @@ _record = (
         lease_until=None,
         updated_at=bindparam("b_now"),
     )
+)
+
+
+_cancelled = select(Message.id).where(
+    Message.id.in_(bindparam("ids", expanding=True)), Message.state == "cancelled"
 )
 
 
@@ -91,7 +100,7 @@ async def record(
                 deadline = (deadlines or {}).get(delivery_id)
                 if spent and tries >= q.max_attempts:
                     state, error = "failed", f"gave up after {tries} attempts: {reason}"
-                elif deadline is not None and next_at > deadline:
+                elif deadline is not None and next_at > deadline and not outcome.quota:  # quota: valid-until
                     state, error = "failed", f"gave up at the message's retry deadline: {reason}"
                 else:
                     state, error = "retrying", reason
@@ -121,26 +130,117 @@ async def record(
         )
     if not params:
         return Recorded([], {})
-    cancelled: set[int] = set()
     wanted = {messages[i] for i, _ in results if messages and i in messages}
-    if wanted:  # read before the write transaction, which on SQLite holds the one write lock
-        async with hub.db.session() as session:
-            cancelled = set(
-                (
-                    await session.execute(
-                        select(Message.id).where(Message.id.in_(wanted), Message.state == "cancelled")
-                    )
-                ).scalars()
-            )
-    async with hub.db.transaction() as session:
-        await session.execute(_record, params)
-        if gone:
-            await _deactivate(session, gone)
-        for delivery_id, address in sorted(moved.items()):
-            await _move(session, delivery_id, address)
-        if finish:
-            await session.execute(finish_statement(token))
-    return Recorded(retry, dict(counts), cancelled)
+    part = _Part(token, params, gone, moved, results, now, finish, wanted)
+    extra, cancelled = await _writer(hub).write(part)
+    return Recorded(retry + extra, dict(counts), cancelled)
+
+
+@dataclass
+class _Part:
+    """One ``record`` call's share of a group write."""
+
+    token: str
+    params: list[dict[str, Any]]
+    gone: dict[int, str]
+    moved: dict[int, str]
+    results: Sequence[tuple[int, Outcome]]
+    now: datetime
+    finish: bool
+    #: Messages whose cancel flag the caller wants read.
+    wanted: set[int]
+
+
+class _Writer:
+    """Group commit: the outcome writes of this process's jobs that wait together go in one transaction.
+
+    While one write runs, the ``record`` calls that arrive queue up; the next write takes all of them. Each
+    caller still waits until its own outcomes are committed, so a job has no more unrecorded sends than
+    before (the crash bound in docs/design.md); the process pays one transaction, one cancel read and one
+    commit per group instead of per job (on SQLite the jobs' writes waited in line for the one write lock
+    anyway). A group that fails is written again part by part, so one job's bad part fails only that job.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.loop = asyncio.get_running_loop()
+        self.waiting: list[tuple[_Part, asyncio.Future[tuple[list[tuple[int, datetime]], set[int]]]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def write(self, part: _Part) -> tuple[list[tuple[int, datetime]], set[int]]:
+        answer: asyncio.Future[tuple[list[tuple[int, datetime]], set[int]]] = self.loop.create_future()
+        self.waiting.append((part, answer))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        return await answer
+
+    async def _run(self) -> None:
+        while self.waiting:
+            group, self.waiting = self.waiting, []
+            try:
+                answers = await _write(self.hub, [part for part, _ in group])
+            except Exception as exc:
+                if len(group) == 1:
+                    _answer(group[0][1], exc)
+                    continue
+                for part, answer in group:  # alone, so only the part at fault fails
+                    try:
+                        _answer(answer, (await _write(self.hub, [part]))[0])
+                    except Exception as alone:
+                        _answer(answer, alone)
+                continue
+            for (_, answer), result in zip(group, answers, strict=True):
+                _answer(answer, result)
+
+
+def _answer(answer: asyncio.Future[Any], result: Any) -> None:
+    if answer.done():  # its caller was cancelled; the outcomes are written all the same
+        return
+    if isinstance(result, BaseException):
+        answer.set_exception(result)
+    else:
+        answer.set_result(result)
+
+
+_writers: weakref.WeakKeyDictionary[Any, dict[bool, _Writer]] = weakref.WeakKeyDictionary()
+
+
+def _writer(hub: Hub) -> _Writer:
+    """The writer of this hub's database in this event loop; the urgent lane's writes have their own (on
+    SQLite their transactions go before the broadcast's, ``hub.store.writegate``)."""
+    writers = _writers.setdefault(hub.db, {})
+    urgent = writegate.urgent.get()
+    writer = writers.get(urgent)
+    if writer is None or writer.loop is not asyncio.get_running_loop() or writer.hub is not hub:
+        writer = writers[urgent] = _Writer(hub)
+    return writer
+
+
+async def _write(hub: Hub, parts: list[_Part]) -> list[tuple[list[tuple[int, datetime]], set[int]]]:
+    """One transaction for ``parts``: their rows in id order, then each part's rare extras."""
+    wanted = sorted({m for part in parts for m in part.wanted})
+    params = sorted((row for part in parts for row in part.params), key=lambda row: row["b_id"])
+    answers = []
+    # One Core connection: the cancel flags are read first (SQLite takes its write lock only at the first
+    # write, so the read holds nothing), then the outcomes are written in the same transaction.
+    async with hub.db.connection(write=True) as conn:
+        cancelled: set[int] = set()
+        if wanted:
+            cancelled = set((await conn.execute(_cancelled, {"ids": wanted})).scalars())
+        await conn.execute(_record, params)
+        for part in parts:
+            retry: list[tuple[int, datetime]] = []
+            gone, results, now = part.gone, part.results, part.now
+            if gone:
+                await _deactivate(conn, gone)
+                retry += await fall_back(hub, conn, results, now)  # RecipientGone.fallback: queued as a retry
+            for delivery_id, address in sorted(part.moved.items()):
+                await _move(conn, delivery_id, address)
+            answers.append((retry, cancelled & part.wanted))
+        for part in parts:
+            if part.finish:
+                await conn.execute(finish_statement(part.token))
+    return answers
 
 
 async def _deactivate(session: Any, gone: dict[int, str]) -> None:

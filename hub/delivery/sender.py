@@ -209,8 +209,10 @@ class Batch:
                     stopped = await self._stop_reason(item)
                     if stopped:
                         break
-                async with _slots_of(self.channel):
-                    stopped = await self._stop_reason(item)  # waiting for a slot may have taken a while
+                slots = _slots_of(self.channel)
+                waits = slots.locked()  # a free slot is taken without yielding: nothing changed meanwhile
+                async with slots:
+                    stopped = await self._stop_reason(item) if waits else ""  # the wait may have been long
                     if stopped:
                         break
                     outcome = await self._send_one(item)

@@ -38,6 +38,7 @@ async def status(hub: Hub, message_id: int) -> dict[str, Any] | None:
         ).all()
         # Rows purged by retention or erased with their address are kept as counts.
         rows = [*rows, *await kept_counts(session, message_id)]
+        deferred = await _deferred(session, message_id) if any(r[1] == "retrying" for r in rows) else []
     channels: dict[str, dict[str, int]] = {}
     totals: dict[str, int] = dict.fromkeys(STATES, 0)
     for channel, state, count in rows:
@@ -58,7 +59,39 @@ async def status(hub: Hub, message_id: int) -> dict[str, Any] | None:
         "progress": progress(message.state, pending),
         "totals": totals,
         "channels": channels,
+        "deferred": deferred,
     }
+
+
+async def _deferred(session: Any, message_id: int, limit: int = 20) -> list[dict[str, Any]]:
+    """Deliveries waiting to be tried again, by channel and reason, with the earliest next try.
+
+    A provider's limit (flood control, a messaging limit per 24 h) can hold part of an audience for
+    hours; staff see how many wait, why, and when the next ones go.
+    """
+    rows = (
+        await session.execute(
+            select(
+                Delivery.channel,
+                Delivery.error,
+                sql_func.count(),
+                sql_func.min(Delivery.next_attempt_at),
+            )
+            .where(Delivery.message_id == message_id, Delivery.state == "retrying")
+            .group_by(Delivery.channel, Delivery.error)
+            .order_by(sql_func.count().desc(), Delivery.channel)
+            .limit(limit)
+        )
+    ).all()
+    return [
+        {
+            "channel": channel,
+            "reason": error or "-",
+            "count": int(n),
+            "next_attempt_at": next_at.isoformat() + "Z" if next_at else None,
+        }
+        for channel, error, n, next_at in rows
+    ]
 
 
 def progress(state: str, pending: int) -> str:

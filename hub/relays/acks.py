@@ -25,7 +25,7 @@ Outcome = Literal["confirmed", "means", "already", "refused"]
 #: Messages a relay is asked to pass on.
 RELAYED_KINDS = ("announcement", "correction")
 #: A delivery the relay received (or that left the hub for it).
-RECEIVED = ("sent", "delivered")
+RECEIVED = ("sent", "delivered", "read")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy import delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from hub.logs import log
 from hub.settings import HubSection, SettingsError
@@ -144,6 +150,26 @@ class Database:
             return
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A Core connection, no ORM session: for the delivery pipeline's hot statements.
+
+        An ORM session costs its own bookkeeping and, on the way back to the pool, a second rollback (on
+        SQLite each one is a round trip to the connection's thread). ``write``: one write transaction,
+        behind this process's SQLite write gate like ``transaction``, committed at the end of the block;
+        otherwise whatever was read is rolled back at the end.
+        """
+        if not write:
+            async with self.engine.connect() as conn:
+                yield conn
+            return
+        if self.write_gates is not None:
+            async with self.write_gates.get().held(), self.engine.begin() as conn:
+                yield conn
+            return
+        async with self.engine.begin() as conn:
+            yield conn
 
     def insert(self, table: Any) -> Any:
         """A dialect ``INSERT`` that knows ``on_conflict_do_nothing``."""

@@ -323,7 +323,7 @@ class Delivery(Base):
     topic_id: Mapped[int | None] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(32))
     lane: Mapped[str] = mapped_column(String(8), default="bulk")
-    #: queued | sending | retrying | sent | delivered | failed | gone | skipped
+    #: queued | sending | retrying | sent | delivered | read | failed | gone | skipped
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -125,6 +125,7 @@ def test_every_channel_table_in_the_committed_settings_file_is_valid() -> None:
         "telegram": {"token": "123:abc"},
         "matrix": {"access_token": "syt_x"},
         "sms": {"dlr_secret": "x"},
+        "whatsapp": {"token": "x", "phone_number_id": "1", "app_secret": "x", "verify_token": "x"},
     }
     tables = load_settings(ROOT / "settings.toml").channels
     assert sorted(tables) == sorted(secrets)

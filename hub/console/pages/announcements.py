@@ -7,6 +7,7 @@ two-person rule is hub.approvals'; these pages only offer what it allows.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -295,6 +296,9 @@ async def detail(raw_id: str, request: Request, staff: Staff = Depends(need(Role
     ann = await own(request, staff, raw_id)
     phase, message = await queries.phase_of(hub, ann)
     status = await announcements.delivery.status(hub, message.id) if message else None
+    for waiting in status["deferred"] if status else []:  # the office's local time on the page
+        at = waiting["next_attempt_at"]
+        waiting["next_at"] = datetime.fromisoformat(at.removesuffix("Z")) if at else None
     outcome = await queries.outcome(hub, message.id) if message else None
     check = rule = None
     if ann.state in ("draft", "awaiting_approval"):
