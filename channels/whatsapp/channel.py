@@ -227,6 +227,8 @@ class WhatsAppChannel(WhatsAppInbound, Channel):
         if wait is not None:
             return RetryLater(self.tier.reason, delay=wait, provider=True, quota=True)
         outcome, _ = await self._post(item, digits, "template", self._template(item, template), pacer)
+        if isinstance(outcome, Sent):
+            await self.tier.sent(digits)
         return outcome
 
     def _template(self, item: Outbound, template: TemplateSettings) -> dict[str, Any]:

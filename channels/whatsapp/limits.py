@@ -84,6 +84,22 @@ class Tier:
         computed here ends this much later, so the retry does not find Meta's window still full."""
         return min(60.0, max(0.5, self.window / 100))
 
+    async def sent(self, member: str) -> None:
+        """Meta took a template for ``member``: its place in the window starts again from now.
+
+        ``admit`` counted it before the send, which may wait at the pacer; Meta counts it on arrival.
+        Without this the hub's window would free before Meta's and the next recipient meet 131048.
+        """
+        if self.limit <= 0:
+            return
+        if self.shared is not None:
+            try:
+                await self.shared("wa-tier", self.key, self.limit, self.window, member=member)
+                return
+            except Exception:  # Redis down: admit counted here too
+                pass
+        self._local.admit(member)
+
     async def admit(self, member: str) -> float | None:
         """None when ``member`` fits the tier, else the seconds after which to try again."""
         if self.limit <= 0:
