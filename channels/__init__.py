@@ -35,6 +35,7 @@ from channels.base import (
     WebhookResponse,
     load_channel_class,
     outcome_of_error,
+    send_each,
 )
 
 __all__ = [
@@ -66,4 +67,5 @@ __all__ = [
     "WebhookResponse",
     "load_channel_class",
     "outcome_of_error",
+    "send_each",
 ]

@@ -7,6 +7,8 @@ of the five outcomes below. Adapters never touch the database, the queue or the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 from abc import ABC, abstractmethod
@@ -150,6 +152,39 @@ def outcome_of_error(channel: str, item: Outbound, exc: Exception, *, log: bool 
     if isinstance(exc, TRANSIENT_ERRORS):
         return RetryLater(reason, provider=True)
     return Rejected(reason)
+
+
+async def send_each(
+    channel: str,
+    items: Sequence[Outbound],
+    send_one: Callable[[Outbound], Awaitable[Outcome]],
+    slots: asyncio.Semaphore,
+) -> AsyncIterator[tuple[int, Outcome]]:
+    """``send_one`` for every item at once, at most ``slots`` in flight; each outcome as it is known.
+
+    For adapters whose provider takes one request per recipient (SMS gateways, WhatsApp): ``slots`` is
+    the adapter's, shared by every batch it sends at once. An exception ``send_one`` did not expect is
+    that item's outcome (``outcome_of_error``), never the batch's; closing the iterator cancels the rest.
+    """
+
+    async def run(item: Outbound) -> tuple[int, Outcome]:
+        async with slots:
+            try:
+                return item.delivery_id, await send_one(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one recipient's surprise must not sink the batch
+                return item.delivery_id, outcome_of_error(channel, item, exc)
+
+    tasks = [asyncio.ensure_future(run(item)) for item in items]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------------------------------------

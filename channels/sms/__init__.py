@@ -32,7 +32,6 @@ Kannel's sms-service for inbound SMS must not reply itself (``max-messages = 0``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -58,7 +57,7 @@ from channels.base import (
     WebhookRejected,
     WebhookRequest,
     WebhookResponse,
-    outcome_of_error,
+    send_each,
 )
 from channels.sms.config import SmsSettings
 from channels.sms.drivers import AmbiguousRetry, Failover, Gateway, build_gateway
@@ -226,26 +225,10 @@ class SmsChannel(Channel):
         if self._in_flight is None:
             # Shared by every batch this instance sends (a worker runs several jobs at once).
             self._in_flight = asyncio.Semaphore(self.concurrency)
-        semaphore = self._in_flight
-
-        async def run(item: Outbound) -> tuple[int, Outcome]:
-            async with semaphore:
-                try:
-                    return item.delivery_id, await self._send_one(item, pacer)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # one recipient's surprise must not sink the batch
-                    return item.delivery_id, outcome_of_error(self.name, item, exc)
-
-        tasks = [asyncio.ensure_future(run(item)) for item in items]
-        try:
-            for next_done in asyncio.as_completed(tasks):
-                yield await next_done
-        finally:
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+        async for done in send_each(
+            self.name, items, lambda item: self._send_one(item, pacer), self._in_flight
+        ):
+            yield done
 
     async def _send_one(self, item: Outbound, pacer: Pacer) -> Outcome:
         try:

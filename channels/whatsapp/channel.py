@@ -29,7 +29,7 @@ from channels.base import (
     Rejected,
     RetryLater,
     Sent,
-    outcome_of_error,
+    send_each,
     validate_table,
 )
 from channels.sms.numbers import normalize_msisdn
@@ -172,25 +172,10 @@ class WhatsAppChannel(WhatsAppInbound, Channel):
     async def send(self, items: Sequence[Outbound], pacer: Pacer) -> AsyncIterator[tuple[int, Outcome]]:
         if self._in_flight is None:  # shared by every batch this instance sends at once
             self._in_flight = asyncio.Semaphore(self.settings.concurrency)
-        slots = self._in_flight
-
-        async def run(item: Outbound) -> tuple[int, Outcome]:
-            async with slots:
-                try:
-                    return item.delivery_id, await self._send_one(item, pacer)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # one recipient's surprise must not sink the batch
-                    return item.delivery_id, outcome_of_error(self.name, item, exc)
-
-        tasks = [asyncio.ensure_future(run(item)) for item in items]
-        try:
-            for done in asyncio.as_completed(tasks):
-                yield await done
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async for done in send_each(
+            self.name, items, lambda item: self._send_one(item, pacer), self._in_flight
+        ):
+            yield done
 
     async def _send_one(self, item: Outbound, pacer: Pacer) -> Outcome:
         """Free text for an answer (its template on 131047), a template for everything else."""

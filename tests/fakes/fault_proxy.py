@@ -16,7 +16,6 @@ or ``plain`` (text). 429s always carry a ``Retry-After`` header (whole seconds, 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import socket
@@ -26,17 +25,20 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
+from tests.fakes.threaded import ThreadedServer
+
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
 
 
-class FaultProxy:
+class FaultProxy(ThreadedServer):
     """A reverse proxy to ``upstream`` with switchable bursts of errors on requests matching ``match``."""
+
+    thread_name = "fault-proxy"
 
     def __init__(self, upstream: str, *, match: str = ".*", flavour: str = "plain") -> None:
         self.upstream = upstream.rstrip("/")
         self.match = re.compile(match)
         self.flavour = flavour
-        self.port = 0
         self._lock = threading.Lock()
         self._burst: tuple[float, int, float | None, bool] | None = None  # (ends, code, retry_after, forward)
         #: Answers given instead of the peer's, by HTTP status; and requests forwarded whose answer was lost.
@@ -47,14 +49,8 @@ class FaultProxy:
         self.holds: list[tuple[float, float]] = []
         #: Matching requests that arrived while a 429 held them off: (arrived at, 429 answered at, until).
         self.early: list[tuple[float, float, float]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # ------------------------------------------------------------------------------------ switches
 
@@ -84,39 +80,6 @@ class FaultProxy:
             return [e for e in self.early if e[0] - e[1] > grace]
 
     # ------------------------------------------------------------------------------------ lifecycle
-
-    def start(self) -> FaultProxy:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._serve(sock))
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fault-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fault proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-        self._loop = self._thread = None
 
     async def _serve(self, sock: socket.socket) -> None:
         # Long polls (Matrix /sync) pass through: no total timeout, only a generous read timeout.

@@ -30,13 +30,14 @@ import re
 import socket
 import threading
 import time
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
+
+from tests.fakes.threaded import ThreadedServer, wait_for_json
 
 MAX_TEXT = 4096
 SUPPORTED_TAGS = {
@@ -223,8 +224,10 @@ def _utf16_len(text: str) -> int:
 # The server
 
 
-class FakeTelegram:
+class FakeTelegram(ThreadedServer):
     """The fake Bot API. Configure chats, inject updates, then read what was sent and refused."""
+
+    thread_name = "fake-telegram"
 
     def __init__(
         self,
@@ -238,7 +241,6 @@ class FakeTelegram:
         self.token = token
         self.bot_id = int(token.split(":", 1)[0])
         self.bot_username = bot_username
-        self.port = 0
         self._lock = threading.RLock()
         self._limits = (overall_per_second, per_chat_per_second, group_per_minute)
         self._overall = _Window(overall_per_second, 1.0)
@@ -269,8 +271,6 @@ class FakeTelegram:
         #: sendMessage calls that arrived while a 429 held the bot: (arrived at, 429 answered at, until).
         self.early: list[tuple[float, float, float]] = []
         self._closing = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._new_update: asyncio.Condition | None = None
         self._webhook_queue: asyncio.Queue[dict[str, Any]] | None = None
@@ -278,69 +278,12 @@ class FakeTelegram:
     # ------------------------------------------------------------------------------------ lifecycle
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def base_url(self) -> str:
         """What to pass as PTB's ``base_url`` (PTB appends the token)."""
         return f"{self.url}/bot"
 
-    def start(self) -> FakeTelegram:
-        """Serve on a free port of 127.0.0.1 and return once getMe answers."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._serve(sock))
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-telegram", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise RuntimeError("fake Telegram server failed to start") from failure[0]
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.base_url}{self.token}/getMe", timeout=2) as resp:
-                    if json.load(resp)["ok"]:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread; safe to call twice."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-        self._loop = self._thread = None
+    def _probe(self) -> None:
+        wait_for_json(f"{self.base_url}{self.token}/getMe", lambda answer: answer["ok"])
 
     def __enter__(self) -> FakeTelegram:
         return self.start()

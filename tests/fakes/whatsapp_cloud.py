@@ -78,6 +78,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.threaded import ThreadedServer, wait_for_json
 from tests.fakes.whatsapp_webhooks import Job, WebhookQueue
 from tests.fakes.whatsapp_wire import (
     RATE_LIMIT_CODES,
@@ -119,8 +120,10 @@ class _Window:
         return self.size(now) < self.count
 
 
-class FakeWhatsApp:
+class FakeWhatsApp(ThreadedServer):
     """The fake Cloud API for one business phone number. Configure, send, then read the counters."""
+
+    thread_name = "fake-whatsapp"
 
     def __init__(
         self,
@@ -161,7 +164,6 @@ class FakeWhatsApp:
         self.status_delay = 0.0
         #: Codes (131026, 131047) accepted with 200 and reported by a ``failed`` status webhook instead.
         self.async_codes: set[int] = set()
-        self.port = 0
         self._lock = threading.RLock()
         self._throughput = _Window(throughput)
         self._sent_window = _Window(float("inf"))
@@ -180,15 +182,9 @@ class FakeWhatsApp:
         #: Webhook delivery; ``webhooks.attempts`` and ``webhooks.concurrency`` (set before start) tune it.
         self.webhooks = WebhookQueue(lambda: (self.webhook_url, self.app_secret), self._encode)
         self.inbound: list[dict[str, Any]] = []  # the inbound message objects, as POSTed
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -199,65 +195,12 @@ class FakeWhatsApp:
     def messages_url(self) -> str:
         return f"{self.url}/{self.api_version}/{self.phone_number_id}/messages"
 
-    def start(self) -> FakeWhatsApp:
-        """Serve on a free port of 127.0.0.1 and return once the phone number endpoint answers."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._serve(sock))
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-whatsapp", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise RuntimeError("fake WhatsApp server failed to start") from failure[0]
+    def _probe(self) -> None:
         request = urllib.request.Request(
             f"{self.url}/{self.api_version}/{self.phone_number_id}",
             headers={"Authorization": f"Bearer {self.token}"},
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=2) as resp:
-                    if json.load(resp)["id"] == self.phone_number_id:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (pending webhooks are dropped) and join the thread; safe to call twice."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-        self._loop = self._thread = None
+        wait_for_json(request, lambda answer: answer["id"] == self.phone_number_id)
 
     def __enter__(self) -> FakeWhatsApp:
         return self.start()
